@@ -1,0 +1,1 @@
+"""Placeholder: the celery agent arrives with its own issue."""

@@ -1,0 +1,1 @@
+"""Placeholder: the celerybeat agent arrives with its own issue."""

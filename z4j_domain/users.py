@@ -1,0 +1,94 @@
+"""Users, their API keys, and agents' credentials: identities as stored values.
+
+Secrets never live here in clear: a key or token is stored as its SHA-256
+(they are long random strings, so a fast hash is the right one), and a password
+as the hash a :class:`~z4j_domain.ports.PasswordHasher` produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from typing import Any, Final
+
+import attrs
+
+from z4j_domain._validators import aware_utc, non_empty, optional_aware_utc
+from z4j_domain.errors import InvalidInput
+
+__all__ = [
+    "API_KEY_PREFIX",
+    "Agent",
+    "ApiKey",
+    "User",
+    "hash_secret",
+    "normalize_email",
+]
+
+#: Every API key starts with this, so secret scanners and humans can spot one.
+API_KEY_PREFIX: Final = "z4j_"
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def normalize_email(email: str) -> str:
+    """Return the stored form of an email address, or raise :class:`InvalidInput`."""
+    cleaned = email.strip().lower() if isinstance(email, str) else ""
+    if not _EMAIL.match(cleaned) or len(cleaned) > 320:
+        raise InvalidInput(f"invalid email address {email!r}")
+    return cleaned
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a high-entropy secret (API key, agent token, setup token)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _email(_instance: Any, _attribute: Any, value: str) -> None:
+    if normalize_email(value) != value:
+        raise InvalidInput(f"email {value!r} is not normalized")
+
+
+@attrs.frozen(kw_only=True)
+class User:
+    """A person who can log in or own API keys."""
+
+    id: int
+    email: str = attrs.field(validator=_email)
+    password_hash: str | None = None
+    is_admin: bool = False
+    created_at: datetime = attrs.field(converter=aware_utc)
+
+
+@attrs.frozen(kw_only=True)
+class ApiKey:
+    """A Bearer key of a user; ``key_hash`` is :func:`hash_secret` of the key."""
+
+    id: int
+    user_id: int
+    name: str = attrs.field(validator=non_empty)
+    key_hash: str = attrs.field(validator=non_empty)
+    #: The first characters of the key, shown in lists so a key can be recognised.
+    prefix: str
+    created_at: datetime = attrs.field(converter=aware_utc)
+    last_used_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
+    revoked_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the key may still authenticate."""
+        return self.revoked_at is None
+
+
+@attrs.frozen(kw_only=True)
+class Agent:
+    """An agent identity of a project: what a worker's ``Z4J_TOKEN`` authenticates as."""
+
+    id: int
+    project_id: int
+    name: str = attrs.field(validator=non_empty)
+    token_hash: str = attrs.field(validator=non_empty)
+    created_at: datetime = attrs.field(converter=aware_utc)
+    last_seen_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
+    revoked_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)

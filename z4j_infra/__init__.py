@@ -1,0 +1,1 @@
+"""Adapters: SQL storage (SQLite, PostgreSQL), settings, and transports."""
