@@ -1,0 +1,246 @@
+"""Properties of the task fold: order, duplicates and redelivery never change the result."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.strategies import BASE_TIME, event_sets, task_events
+from z4j_domain.errors import InvalidInput
+from z4j_domain.tasks import (
+    OUTCOME_FIELDS,
+    PER_ATTEMPT_FIELDS,
+    PER_TASK_FIELDS,
+    EventKind,
+    Task,
+    TaskEvent,
+    TaskState,
+    apply,
+    fold,
+    merge,
+)
+
+NON_TERMINAL = st.sampled_from([EventKind.SENT, EventKind.RECEIVED, EventKind.STARTED])
+REAL_TERMINAL = st.sampled_from(
+    [
+        EventKind.SUCCEEDED,
+        EventKind.FAILED,
+        EventKind.RETRIED,
+        EventKind.REVOKED,
+        EventKind.REJECTED,
+    ]
+)
+
+
+@given(data=st.data(), events=event_sets())
+def test_every_arrival_order_gives_the_same_task(data: st.DataObject, events: list[TaskEvent]) -> None:
+    """Folding the same set of events in any order yields an identical task."""
+    shuffled = data.draw(st.permutations(events))
+    assert fold(shuffled) == fold(events)
+
+
+@given(data=st.data(), events=event_sets())
+def test_an_event_applied_twice_changes_nothing(data: st.DataObject, events: list[TaskEvent]) -> None:
+    """Applying an event a second time, immediately or much later, is a no-op."""
+    task = fold(events)
+    assert task is not None
+    again = data.draw(st.sampled_from(events))
+    assert apply(task, again) == task
+    redelivered = data.draw(st.lists(st.sampled_from(events), max_size=len(events) * 2))
+    assert fold(events + redelivered) == task
+
+
+@given(data=st.data(), events=event_sets(min_size=2))
+def test_merge_of_any_split_equals_the_whole_fold(data: st.DataObject, events: list[TaskEvent]) -> None:
+    """Folding two halves separately and merging them equals folding everything."""
+    cut = data.draw(st.integers(min_value=1, max_value=len(events) - 1))
+    left, right = fold(events[:cut]), fold(events[cut:])
+    assert left is not None
+    assert right is not None
+    assert merge(left, right) == merge(right, left) == fold(events)
+
+
+@given(events=event_sets())
+def test_the_state_comes_from_the_greatest_event(events: list[TaskEvent]) -> None:
+    """State and outcome are those of the event with the greatest key."""
+    task = fold(events)
+    assert task is not None
+    decider = max(events, key=lambda e: e.key)
+    assert task.state == decider.kind.state
+    assert task.state_key == decider.key
+    assert task.attempt == max(e.attempt for e in events)
+    for name in OUTCOME_FIELDS:
+        expected = decider.timestamp if name == "finished_at" else getattr(decider, name)
+        if name == "finished_at" and not decider.kind.state.is_terminal:
+            expected = None
+        assert getattr(task, name) == expected, name
+
+
+@given(
+    data=st.data(),
+    terminal=task_events(kinds=REAL_TERMINAL, event_id="terminal"),
+)
+def test_late_non_terminal_events_of_the_same_attempt_never_regress_a_terminal_state(
+    data: st.DataObject, terminal: TaskEvent
+) -> None:
+    """A received or started that arrives after the outcome leaves the outcome in place."""
+    late = data.draw(
+        event_sets(kinds=NON_TERMINAL, attempts=st.integers(0, terminal.attempt), min_size=1)
+    )
+    task = fold([terminal, *late])
+    assert task is not None
+    assert task.state == terminal.kind.state
+    assert task.state.is_terminal
+
+
+@given(data=st.data(), events=event_sets())
+def test_a_later_delivery_starts_the_task_again(data: st.DataObject, events: list[TaskEvent]) -> None:
+    """After any history, a start of a higher attempt makes the task started again."""
+    highest = max(e.attempt for e in events)
+    restart = data.draw(
+        task_events(
+            event_id="restart",
+            kinds=st.just(EventKind.STARTED),
+            attempts=st.integers(highest + 1, highest + 3),
+        )
+    )
+    task = fold([*events, restart])
+    assert task is not None
+    assert task.state is TaskState.STARTED
+    assert task.attempt == restart.attempt
+    assert task.exception == restart.exception
+
+
+@given(events=event_sets())
+def test_fields_survive_from_whichever_event_carried_them(events: list[TaskEvent]) -> None:
+    """A field known from any event is kept; per-attempt fields come from the latest attempt."""
+    task = fold(events)
+    assert task is not None
+    for name in PER_TASK_FIELDS:
+        carried = {getattr(e, name) for e in events} - {None}
+        assert (getattr(task, name) in carried) if carried else getattr(task, name) is None, name
+    for name in ("queue", "routing_key", "worker", "args", "kwargs", "retries", "eta", "expires"):
+        carriers = [e for e in events if getattr(e, name) is not None]
+        if not carriers:
+            assert getattr(task, name) is None, name
+            continue
+        top = max(e.attempt for e in carriers)
+        assert getattr(task, name) in [getattr(e, name) for e in carriers if e.attempt == top], name
+        assert task.field_attempts.get(name, 0) == top, name
+
+
+@given(events=event_sets())
+def test_first_seen_and_updated_span_all_events(events: list[TaskEvent]) -> None:
+    """first_seen_at is the earliest event timestamp, updated_at the latest."""
+    task = fold(events)
+    assert task is not None
+    assert task.first_seen_at == min(e.timestamp for e in events)
+    assert task.updated_at == max(e.timestamp for e in events)
+
+
+@given(event=task_events())
+def test_bookkeeping_of_untouched_fields_stays_canonical(event: TaskEvent) -> None:
+    """field_attempts only records non-default attempts of fields that have a value."""
+    task = Task.from_event(event)
+    for name, attempt in task.field_attempts.items():
+        assert name in PER_ATTEMPT_FIELDS
+        assert attempt > 0
+        assert getattr(task, name) is not None
+
+
+def _event(kind: str, seconds: float, *, attempt: int = 0, **fields: object) -> TaskEvent:
+    return TaskEvent(
+        id=f"{kind}-{attempt}-{seconds}",
+        task_id="t1",
+        kind=EventKind(kind),
+        timestamp=BASE_TIME + timedelta(seconds=seconds),
+        attempt=attempt,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+CELERY_RETRY_HISTORY = [
+    _event("sent", 0, name="app.charge", args=[1], queue="billing"),
+    _event("received", 1, worker="w1"),
+    _event("started", 2, worker="w1"),
+    _event("retried", 3, exception="Timeout()", retries=0),
+    _event("received", 13, attempt=1, worker="w2", args=[1], retries=1, queue="billing"),
+    _event("started", 14, attempt=1, worker="w2"),
+    _event("succeeded", 15, attempt=1, result={"charged": True}, runtime=1.0),
+]
+
+
+@given(order=st.permutations(CELERY_RETRY_HISTORY))
+def test_a_retried_task_ends_succeeded_with_the_second_attempts_details(
+    order: list[TaskEvent],
+) -> None:
+    """The retry scenario Celery produces folds to the second attempt's success in any order."""
+    task = fold(order)
+    assert task is not None
+    assert task.state is TaskState.SUCCEEDED
+    assert task.worker == "w2"
+    assert task.retries == 1
+    assert task.result == {"charged": True}
+    assert task.exception is None
+    assert task.name == "app.charge"
+    assert task.started_at == BASE_TIME + timedelta(seconds=14)
+    assert task.sent_at == BASE_TIME  # attempt 1 was never "sent": attempt 0's value stays
+    assert task.finished_at == BASE_TIME + timedelta(seconds=15)
+
+
+def test_a_real_outcome_overrides_the_reconcilers_lost_verdict() -> None:
+    """A worker that was only partitioned may still report success for the same attempt."""
+    lost = _event("lost", 60, exception="worker w1 went offline", worker="w1")
+    succeeded = _event("succeeded", 30, result=3)
+    assert fold([lost, succeeded]) == fold([succeeded, lost])
+    task = fold([_event("started", 1, worker="w1"), lost, succeeded])
+    assert task is not None
+    assert task.state is TaskState.SUCCEEDED
+
+
+def test_a_lost_task_that_is_redelivered_leaves_lost() -> None:
+    """acks_late redelivery on another worker is a new attempt and starts the task again."""
+    task = fold(
+        [
+            _event("started", 1, worker="w1"),
+            _event("lost", 60, exception="worker w1 went offline", worker="w1"),
+            _event("started", 70, attempt=1, worker="w2"),
+        ]
+    )
+    assert task is not None
+    assert task.state is TaskState.STARTED
+    assert task.worker == "w2"
+
+
+def test_merging_different_tasks_is_refused() -> None:
+    """Two tasks with different ids cannot be merged."""
+    a = Task.from_event(_event("sent", 0))
+    b = attrs.evolve(a, id="other")
+    with pytest.raises(InvalidInput):
+        merge(a, b)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("timestamp", BASE_TIME.replace(tzinfo=None), "naive datetime"),
+        ("attempt", -1, "attempt must be >= 0"),
+        ("task_id", "", "task_id must be a non-empty string"),
+        ("kind", "exploded", "is not a valid EventKind"),
+    ],
+)
+def test_invalid_events_are_refused_with_a_reason(field: str, value: object, message: str) -> None:
+    """Constructing an event validates it and says what is wrong."""
+    fields: dict[str, object] = {
+        "id": "e",
+        "task_id": "t",
+        "kind": "sent",
+        "timestamp": BASE_TIME,
+        field: value,
+    }
+    with pytest.raises(ValueError, match=message):
+        TaskEvent(**fields)  # type: ignore[arg-type]
