@@ -20,7 +20,7 @@ def optional_aware_utc(value: datetime | None) -> datetime | None:
     return None if value is None else aware_utc(value)
 
 
-def non_negative(_instance: Any, attribute: Any, value: int | float | None) -> None:
+def non_negative(_instance: Any, attribute: Any, value: Any) -> None:
     """attrs validator: the value is ``None`` or ``>= 0``."""
     if value is not None and value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")

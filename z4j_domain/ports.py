@@ -202,14 +202,45 @@ class UnitOfWork(Protocol):
     block without committing rolls back.
     """
 
-    tasks: TaskRepository
-    events: TaskEventRepository
-    workers: WorkerRepository
-    projects: ProjectRepository
-    users: UserRepository
-    api_keys: ApiKeyRepository
-    agents: AgentRepository
-    settings: SettingRepository
+    @property
+    def tasks(self) -> TaskRepository:
+        """Tasks' current state."""
+        ...
+
+    @property
+    def events(self) -> TaskEventRepository:
+        """The task event timeline."""
+        ...
+
+    @property
+    def workers(self) -> WorkerRepository:
+        """Workers."""
+        ...
+
+    @property
+    def projects(self) -> ProjectRepository:
+        """Projects."""
+        ...
+
+    @property
+    def users(self) -> UserRepository:
+        """Users."""
+        ...
+
+    @property
+    def api_keys(self) -> ApiKeyRepository:
+        """API keys."""
+        ...
+
+    @property
+    def agents(self) -> AgentRepository:
+        """Agent identities."""
+        ...
+
+    @property
+    def settings(self) -> SettingRepository:
+        """Instance settings."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 
