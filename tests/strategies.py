@@ -41,14 +41,18 @@ def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.none(), strategy)
 
 
+ANY_KIND = st.sampled_from(EventKind)
+SMALL_ATTEMPTS = st.integers(min_value=0, max_value=2)
+
+
 @st.composite
 def task_events(
     draw: st.DrawFn,
     *,
     task_id: str = "task-1",
     event_id: str | None = None,
-    kinds: st.SearchStrategy[EventKind] = st.sampled_from(EventKind),
-    attempts: st.SearchStrategy[int] = st.integers(min_value=0, max_value=2),
+    kinds: st.SearchStrategy[EventKind] = ANY_KIND,
+    attempts: st.SearchStrategy[int] = SMALL_ATTEMPTS,
 ) -> TaskEvent:
     """One event of ``task_id`` with a random selection of optional fields."""
     return TaskEvent(
@@ -91,7 +95,9 @@ def event_sets(
 
 
 @st.composite
-def multi_task_events(draw: st.DrawFn, *, max_tasks: int = 5, max_events: int = 6) -> list[TaskEvent]:
+def multi_task_events(
+    draw: st.DrawFn, *, max_tasks: int = 5, max_events: int = 6
+) -> list[TaskEvent]:
     """Events of several tasks, interleaved."""
     n_tasks = draw(st.integers(min_value=1, max_value=max_tasks))
     events: list[TaskEvent] = []

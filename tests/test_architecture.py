@@ -26,7 +26,15 @@ def test_import_contracts_hold() -> None:
 
 def test_the_domain_reads_no_clock_environment_or_randomness() -> None:
     """Time, env and randomness reach the domain through ports, never directly."""
-    forbidden = ("datetime.now(", "utcnow(", "time.time(", "os.environ", "getenv(", "uuid4(", "secrets.")
+    forbidden = (
+        "datetime.now(",
+        "utcnow(",
+        "time.time(",
+        "os.environ",
+        "getenv(",
+        "uuid4(",
+        "secrets.",
+    )
     offenders = [
         f"{path.relative_to(ROOT)}: {needle}"
         for path in (ROOT / "z4j_domain").rglob("*.py")

@@ -37,14 +37,18 @@ REAL_TERMINAL = st.sampled_from(
 
 
 @given(data=st.data(), events=event_sets())
-def test_every_arrival_order_gives_the_same_task(data: st.DataObject, events: list[TaskEvent]) -> None:
+def test_every_arrival_order_gives_the_same_task(
+    data: st.DataObject, events: list[TaskEvent]
+) -> None:
     """Folding the same set of events in any order yields an identical task."""
     shuffled = data.draw(st.permutations(events))
     assert fold(shuffled) == fold(events)
 
 
 @given(data=st.data(), events=event_sets())
-def test_an_event_applied_twice_changes_nothing(data: st.DataObject, events: list[TaskEvent]) -> None:
+def test_an_event_applied_twice_changes_nothing(
+    data: st.DataObject, events: list[TaskEvent]
+) -> None:
     """Applying an event a second time, immediately or much later, is a no-op."""
     task = fold(events)
     assert task is not None
@@ -55,7 +59,9 @@ def test_an_event_applied_twice_changes_nothing(data: st.DataObject, events: lis
 
 
 @given(data=st.data(), events=event_sets(min_size=2))
-def test_merge_of_any_split_equals_the_whole_fold(data: st.DataObject, events: list[TaskEvent]) -> None:
+def test_merge_of_any_split_equals_the_whole_fold(
+    data: st.DataObject, events: list[TaskEvent]
+) -> None:
     """Folding two halves separately and merging them equals folding everything."""
     cut = data.draw(st.integers(min_value=1, max_value=len(events) - 1))
     left, right = fold(events[:cut]), fold(events[cut:])
@@ -98,7 +104,9 @@ def test_late_non_terminal_events_of_the_same_attempt_never_regress_a_terminal_s
 
 
 @given(data=st.data(), events=event_sets())
-def test_a_later_delivery_starts_the_task_again(data: st.DataObject, events: list[TaskEvent]) -> None:
+def test_a_later_delivery_starts_the_task_again(
+    data: st.DataObject, events: list[TaskEvent]
+) -> None:
     """After any history, a start of a higher attempt makes the task started again."""
     highest = max(e.attempt for e in events)
     restart = data.draw(

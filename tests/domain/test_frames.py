@@ -49,7 +49,9 @@ def test_a_signed_frame_verifies_to_itself(frame: Frame) -> None:
 @given(
     frame=frames,
     field=st.sampled_from(["v", "type", "session", "seq", "ts", "body"]),
-    replacement=st.one_of(json_values, st.sampled_from(["events", "ack", "2026-03-01T12:00:01+00:00"])),
+    replacement=st.one_of(
+        json_values, st.sampled_from(["events", "ack", "2026-03-01T12:00:01+00:00"])
+    ),
 )
 def test_any_change_to_a_signed_field_is_rejected(
     frame: Frame, field: str, replacement: Any

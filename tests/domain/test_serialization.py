@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,21 +33,19 @@ def test_events_round_trip_through_json(event: TaskEvent) -> None:
 )
 def test_malformed_events_raise_invalid_input_only(data: Any) -> None:
     """Any JSON value either is a valid event or raises InvalidInput: nothing else escapes."""
+    message = None
     try:
         event_from_dict(data)
     except InvalidInput as error:
-        assert str(error)
+        message = str(error)
+    assert message is None or message.startswith("invalid event") or "JSON object" in message
 
 
 def test_unknown_fields_are_named_in_the_error() -> None:
     """An extra key is refused rather than silently dropped."""
     bad = {"id": "e", "task_id": "t", "kind": "sent", "timestamp": "2026-01-01T00:00:00Z", "x": 1}
-    try:
+    with pytest.raises(InvalidInput, match="x"):
         event_from_dict(bad)
-    except InvalidInput as error:
-        assert "x" in str(error)
-    else:
-        raise AssertionError("extra key accepted")
 
 
 @given(events=event_sets())
