@@ -11,6 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any, Final
 
+import attrs
 import cattrs
 from cattrs.errors import ClassValidationError
 
@@ -87,10 +88,28 @@ def _describe(error: BaseException) -> str:
     return f"{error}{where}"
 
 
+_EVENT_FIELDS: Final = tuple(field.name for field in attrs.fields(TaskEvent))
+
+
 def event_to_dict(event: TaskEvent) -> dict[str, Any]:
-    """The event as a JSON-ready dict, ``None`` fields left out."""
-    raw: dict[str, Any] = converter.unstructure(event)
-    return {k: v for k, v in raw.items() if v is not None}
+    """The event as a JSON-ready dict, ``None`` fields left out.
+
+    Written out rather than left to the converter: it runs once per ingested
+    event, and a direct walk over the fields is several times faster. The
+    converter's structure hook reads the result back (a round-trip test holds
+    the two together).
+    """
+    out: dict[str, Any] = {}
+    for name in _EVENT_FIELDS:
+        value = getattr(event, name)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            value = utc_isoformat(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        out[name] = value
+    return out
 
 
 def event_from_dict(data: Any) -> TaskEvent:

@@ -30,7 +30,7 @@ result does not depend on arrival order.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -191,6 +191,11 @@ class TaskEvent:
     chord_id: str | None = attrs.field(default=None, converter=_optional_str)
 
     @property
+    def key_tuple(self) -> tuple[int, int, int, datetime, str]:
+        """:attr:`key` as a plain tuple, ordered the same way and cheaper to compare."""
+        return (self.attempt, _RANK_OF_KIND[self.kind], self.clock, self.timestamp, self.id)
+
+    @property
     def key(self) -> EventKey:
         """This event's place in the order that decides a task's state."""
         return EventKey(
@@ -226,6 +231,7 @@ _TIMESTAMP_FIELD_OF_KIND: Final = {
     EventKind.RECEIVED: "received_at",
     EventKind.STARTED: "started_at",
 }
+_TIMESTAMP_FIELDS: Final = frozenset(_TIMESTAMP_FIELD_OF_KIND.values())
 
 
 def _frozen_attempts(value: Mapping[str, int]) -> Mapping[str, int]:
@@ -327,12 +333,39 @@ def _order_key(value: Any) -> Any:
     return (1, None, canonical_json(value))
 
 
+# Types whose equal values are indistinguishable (unlike 1 == 1.0 == True, or
+# 0.0 == -0.0), so "equal" can short-cut the total order without making the
+# join depend on which side came first.
+_PLAIN_TYPES: Final = (str, int, datetime)
+
+
 def _join_values(a: Any, b: Any) -> Any:
     if a is None:
         return b
-    if b is None:
+    if b is None or a is b:
+        return a
+    if type(a) is type(b) and type(a) in _PLAIN_TYPES and a == b:
         return a
     return a if _order_key(a) >= _order_key(b) else b
+
+
+def _join_attempted(a: Any, ta: int, b: Any, tb: int) -> tuple[Any, int]:
+    """Join two (value, attempt) registers: the higher attempt's value, ties by value."""
+    if b is None or (a is not None and ta > tb):
+        return a, ta
+    if a is None or tb > ta:
+        return b, tb
+    return _join_values(a, b), ta
+
+
+def _build(values: dict[str, Any]) -> Task:
+    # Every value was taken from an already validated Task or TaskEvent, so
+    # re-running the converters and validators (what attrs.evolve does) would
+    # only cost time: the fold runs once per ingested event.
+    task = object.__new__(Task)
+    for name, value in values.items():
+        object.__setattr__(task, name, value)
+    return task
 
 
 def merge(a: Task, b: Task) -> Task:
@@ -342,31 +375,28 @@ def merge(a: Task, b: Task) -> Task:
     if a is b:
         return a
     decider = a if a.state_key >= b.state_key else b
-    changes: dict[str, Any] = {
+    values: dict[str, Any] = {
+        "id": a.id,
         "state": decider.state,
         "state_key": decider.state_key,
         "first_seen_at": min(a.first_seen_at, b.first_seen_at),
         "updated_at": max(a.updated_at, b.updated_at),
     }
     for name in OUTCOME_FIELDS:
-        changes[name] = getattr(decider, name)
+        values[name] = getattr(decider, name)
     for name in PER_TASK_FIELDS:
-        changes[name] = _join_values(getattr(a, name), getattr(b, name))
+        values[name] = _join_values(getattr(a, name), getattr(b, name))
     attempts: dict[str, int] = {}
+    a_attempts, b_attempts = a.field_attempts, b.field_attempts
     for name in PER_ATTEMPT_FIELDS:
-        va, vb = getattr(a, name), getattr(b, name)
-        ta, tb = a.field_attempts.get(name, 0), b.field_attempts.get(name, 0)
-        if vb is None or (va is not None and ta > tb):
-            value, attempt = va, ta
-        elif va is None or tb > ta:
-            value, attempt = vb, tb
-        else:
-            value, attempt = _join_values(va, vb), ta
-        changes[name] = value
-        if value is not None:
+        value, attempt = _join_attempted(
+            getattr(a, name), a_attempts.get(name, 0), getattr(b, name), b_attempts.get(name, 0)
+        )
+        values[name] = value
+        if value is not None and attempt:
             attempts[name] = attempt
-    changes["field_attempts"] = attempts
-    return attrs.evolve(a, **changes)
+    values["field_attempts"] = dict(sorted(attempts.items()))
+    return _build(values)
 
 
 def apply(task: Task | None, event: TaskEvent) -> Task:
@@ -375,11 +405,72 @@ def apply(task: Task | None, event: TaskEvent) -> Task:
     return incoming if task is None else merge(task, incoming)
 
 
-def fold(events: Iterable[TaskEvent], task: Task | None = None) -> Task | None:
-    """Fold events (of one task) into ``task``, in any order."""
+_EVENT_ATTEMPT_FIELDS: Final = tuple(f for f in PER_ATTEMPT_FIELDS if f not in _TIMESTAMP_FIELDS)
+
+
+def _fold_events(events: Sequence[TaskEvent]) -> Task:
+    """One pass over a task's events; equal to applying them one by one, only faster."""
+    first = events[0]
+    task_id = first.task_id
+    decider = first
+    decider_key = first.key_tuple
+    first_seen = updated = first.timestamp
+    per_task: dict[str, Any] = dict.fromkeys(PER_TASK_FIELDS)
+    registers: dict[str, tuple[Any, int]] = dict.fromkeys(PER_ATTEMPT_FIELDS, (None, 0))
     for event in events:
-        task = apply(task, event)
-    return task
+        if event.task_id != task_id:
+            raise InvalidInput(f"cannot fold events of task {event.task_id!r} into {task_id!r}")
+        key = event.key_tuple
+        if key > decider_key:
+            decider, decider_key = event, key
+        when = event.timestamp
+        if when < first_seen:
+            first_seen = when
+        elif when > updated:
+            updated = when
+        for name in PER_TASK_FIELDS:
+            value = getattr(event, name)
+            if value is not None:
+                per_task[name] = _join_values(per_task[name], value)
+        attempt = event.attempt
+        for name in _EVENT_ATTEMPT_FIELDS:
+            value = getattr(event, name)
+            if value is not None:
+                held, held_attempt = registers[name]
+                registers[name] = _join_attempted(held, held_attempt, value, attempt)
+        stamp = _TIMESTAMP_FIELD_OF_KIND.get(event.kind)
+        if stamp is not None:
+            held, held_attempt = registers[stamp]
+            registers[stamp] = _join_attempted(held, held_attempt, when, attempt)
+    values: dict[str, Any] = {
+        "id": task_id,
+        "state": decider.kind.state,
+        "state_key": decider.key,
+        "first_seen_at": first_seen,
+        "updated_at": updated,
+        "result": decider.result,
+        "exception": decider.exception,
+        "traceback": decider.traceback,
+        "runtime": decider.runtime,
+        "finished_at": decider.timestamp if decider.kind.state.is_terminal else None,
+        **per_task,
+    }
+    attempts: dict[str, int] = {}
+    for name, (value, attempt) in registers.items():
+        values[name] = value
+        if value is not None and attempt:
+            attempts[name] = attempt
+    values["field_attempts"] = dict(sorted(attempts.items()))
+    return _build(values)
+
+
+def fold(events: Iterable[TaskEvent], task: Task | None = None) -> Task | None:
+    """Fold events (of one task) into ``task``, in any order; ``None`` if there are none."""
+    batch = events if isinstance(events, Sequence) else list(events)
+    if not batch:
+        return task
+    folded = _fold_events(batch)
+    return folded if task is None else merge(task, folded)
 
 
 def kind_of_state(state: TaskState) -> EventKind:

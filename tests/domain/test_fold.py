@@ -46,6 +46,27 @@ def test_every_arrival_order_gives_the_same_task(
 
 
 @given(data=st.data(), events=event_sets())
+def test_the_one_pass_fold_equals_applying_events_one_by_one(
+    data: st.DataObject, events: list[TaskEvent]
+) -> None:
+    """fold's fast path gives exactly what apply gives, from scratch or onto a stored task."""
+    one_by_one = None
+    for event in events:
+        one_by_one = apply(one_by_one, event)
+    assert fold(events) == one_by_one
+    cut = data.draw(st.integers(min_value=0, max_value=len(events)))
+    assert fold(events[cut:], fold(events[:cut])) == one_by_one
+
+
+@given(events=event_sets(min_size=2))
+def test_folding_events_of_two_tasks_together_is_refused(events: list[TaskEvent]) -> None:
+    """A batch handed to fold must be one task's."""
+    stray = attrs.evolve(events[-1], task_id="someone-else")
+    with pytest.raises(InvalidInput):
+        fold([*events[:-1], stray])
+
+
+@given(data=st.data(), events=event_sets())
 def test_an_event_applied_twice_changes_nothing(
     data: st.DataObject, events: list[TaskEvent]
 ) -> None:
