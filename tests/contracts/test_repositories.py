@@ -1,0 +1,792 @@
+"""The repository contract: every backend (in-memory fake, SQLite, PostgreSQL) behaves the same.
+
+Each test takes ``uow_factory`` and so runs once per backend. The in-memory
+fake and the domain's pure fold are the reference semantics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from z4j_domain.errors import Conflict
+from z4j_domain.ports import UnitOfWorkFactory
+from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskQuery
+from z4j_domain.tasks import EventKind, Task, TaskEvent, TaskState, fold
+from z4j_domain.workers import Worker, WorkerStatus
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+_slugs = itertools.count(1)
+
+
+def at(seconds: float) -> datetime:
+    """T0 plus ``seconds``."""
+    return T0 + timedelta(seconds=seconds)
+
+
+async def new_project(factory: UnitOfWorkFactory, slug: str | None = None) -> int:
+    """Create (and commit) a project; return its id."""
+    async with factory() as uow:
+        project = await uow.projects.create(
+            slug=slug or f"p{next(_slugs)}", name="Project", created_at=T0
+        )
+        await uow.commit()
+    return project.id
+
+
+def lifecycle(
+    task_id: str,
+    start: float,
+    *,
+    name: str = "app.tasks.add",
+    queue: str | None = "default",
+    worker: str = "celery@w1",
+    outcome: EventKind = EventKind.SUCCEEDED,
+) -> list[TaskEvent]:
+    """The four events of a task that runs once: sent, received, started, ``outcome``."""
+    return [
+        TaskEvent(
+            id=f"{task_id}:sent",
+            task_id=task_id,
+            kind=EventKind.SENT,
+            timestamp=at(start),
+            name=name,
+            queue=queue,
+            args=[1, {"nested": [True, None, 2.5]}],
+            kwargs={"text": "héllo", "n": 3},
+            root_id=task_id,
+        ),
+        TaskEvent(
+            id=f"{task_id}:received",
+            task_id=task_id,
+            kind=EventKind.RECEIVED,
+            timestamp=at(start + 0.001),
+            name=name,
+            worker=worker,
+            clock=2,
+        ),
+        TaskEvent(
+            id=f"{task_id}:started",
+            task_id=task_id,
+            kind=EventKind.STARTED,
+            timestamp=at(start + 0.002),
+            worker=worker,
+            clock=3,
+        ),
+        TaskEvent(
+            id=f"{task_id}:{outcome.value}",
+            task_id=task_id,
+            kind=outcome,
+            timestamp=at(start + 0.5),
+            worker=worker,
+            clock=4,
+            result={"value": 3} if outcome is EventKind.SUCCEEDED else None,
+            exception="ValueError('boom')" if outcome is EventKind.FAILED else None,
+            traceback="Traceback ...\nValueError: boom" if outcome is EventKind.FAILED else None,
+            runtime=0.498,
+        ),
+    ]
+
+
+def expected_tasks(events: Sequence[TaskEvent]) -> dict[str, Task]:
+    """The reference: the domain's pure fold of each task's (unique) events."""
+    unique = {event.id: event for event in reversed(events)}
+    by_task: dict[str, list[TaskEvent]] = {}
+    for event in unique.values():
+        by_task.setdefault(event.task_id, []).append(event)
+    result = {}
+    for task_id, task_events in by_task.items():
+        task = fold(task_events)
+        assert task is not None
+        result[task_id] = task
+    return result
+
+
+async def apply(
+    factory: UnitOfWorkFactory, project_id: int, events: Sequence[TaskEvent]
+) -> list[Task]:
+    """Apply one batch in its own committed unit of work."""
+    async with factory() as uow:
+        changed = await uow.tasks.apply_events(project_id, events)
+        await uow.commit()
+    return list(changed)
+
+
+async def all_tasks(factory: UnitOfWorkFactory, project_id: int) -> dict[str, Task]:
+    """Every task of the project, through the list's pages."""
+    found: dict[str, Task] = {}
+    cursor = None
+    async with factory() as uow:
+        while True:
+            page = await uow.tasks.list(project_id, TaskQuery(limit=500, cursor=cursor))
+            found.update((task.id, task) for task in page.items)
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+
+# -- apply_events -------------------------------------------------------------------------
+
+
+async def test_apply_events_stores_the_domain_fold(uow_factory: UnitOfWorkFactory) -> None:
+    """Folded and stored tasks equal the pure fold, field by field, bookkeeping included."""
+    project = await new_project(uow_factory)
+    events = lifecycle("t1", 0) + lifecycle("t2", 1, outcome=EventKind.FAILED, queue=None)
+    changed = await apply(uow_factory, project, events)
+    expected = expected_tasks(events)
+    assert {task.id: task for task in changed} == expected
+    async with uow_factory() as uow:
+        for task_id, task in expected.items():
+            assert await uow.tasks.get(project, task_id) == task
+
+
+async def test_apply_events_in_reverse_order_gives_the_same_task(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """A late `received` after `succeeded`, one event per batch, does not regress the state."""
+    project = await new_project(uow_factory)
+    events = lifecycle("t1", 0)
+    for event in reversed(events):
+        await apply(uow_factory, project, [event])
+    async with uow_factory() as uow:
+        task = await uow.tasks.get(project, "t1")
+    assert task == expected_tasks(events)["t1"]
+    assert task is not None
+    assert task.state is TaskState.SUCCEEDED
+
+
+async def test_duplicates_within_a_batch_are_ignored(uow_factory: UnitOfWorkFactory) -> None:
+    """An event repeated in one batch is recorded and folded once."""
+    project = await new_project(uow_factory)
+    events = lifecycle("t1", 0)
+    changed = await apply(uow_factory, project, events + events[::-1])
+    assert changed == [expected_tasks(events)["t1"]]
+    async with uow_factory() as uow:
+        assert len(await uow.events.timeline(project, "t1")) == 4
+
+
+async def test_duplicates_across_batches_are_ignored(uow_factory: UnitOfWorkFactory) -> None:
+    """A batch delivered again changes nothing and returns no task."""
+    project = await new_project(uow_factory)
+    events = lifecycle("t1", 0) + lifecycle("t2", 1)
+    await apply(uow_factory, project, events)
+    assert await apply(uow_factory, project, events) == []
+    assert await apply(uow_factory, project, events[2:3]) == []
+    assert await all_tasks(uow_factory, project) == expected_tasks(events)
+    async with uow_factory() as uow:
+        assert len(await uow.events.timeline(project, "t1")) == 4
+
+
+async def test_apply_events_returns_each_changed_task_once(uow_factory: UnitOfWorkFactory) -> None:
+    """Many events of one task in a batch give one task, in its final state."""
+    project = await new_project(uow_factory)
+    events = lifecycle("t1", 0) + lifecycle("t2", 5)
+    changed = await apply(uow_factory, project, events)
+    assert sorted(task.id for task in changed) == ["t1", "t2"]
+    assert {task.state for task in changed} == {TaskState.SUCCEEDED}
+
+
+async def test_a_new_event_that_changes_nothing_returns_no_task(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """A new event whose content the task already has is recorded but changes no task."""
+    project = await new_project(uow_factory)
+    first = TaskEvent(id="e2", task_id="t1", kind=EventKind.SENT, timestamp=at(0))
+    # Same kind and time, lower event id: it neither decides the state nor adds a field.
+    echo = TaskEvent(id="e1", task_id="t1", kind=EventKind.SENT, timestamp=at(0))
+    await apply(uow_factory, project, [first])
+    assert await apply(uow_factory, project, [echo]) == []
+    async with uow_factory() as uow:
+        assert [e.id for e in await uow.events.timeline(project, "t1")] == ["e1", "e2"]
+
+
+async def test_apply_events_with_nothing(uow_factory: UnitOfWorkFactory) -> None:
+    """An empty batch is fine and changes nothing."""
+    project = await new_project(uow_factory)
+    assert await apply(uow_factory, project, []) == []
+
+
+async def test_retry_attempt_restarts_the_task(uow_factory: UnitOfWorkFactory) -> None:
+    """A higher delivery attempt starts the task again, even after a terminal state."""
+    project = await new_project(uow_factory)
+    events = [
+        *lifecycle("t1", 0, outcome=EventKind.FAILED),
+        TaskEvent(
+            id="t1:retry-started",
+            task_id="t1",
+            kind=EventKind.STARTED,
+            timestamp=at(10),
+            attempt=1,
+            worker="celery@w2",
+            retries=1,
+        ),
+    ]
+    await apply(uow_factory, project, events)
+    async with uow_factory() as uow:
+        task = await uow.tasks.get(project, "t1")
+    assert task == expected_tasks(events)["t1"]
+    assert task is not None
+    assert (task.state, task.worker, task.attempt) == (TaskState.STARTED, "celery@w2", 1)
+
+
+async def test_values_round_trip(uow_factory: UnitOfWorkFactory) -> None:
+    """Datetimes in other offsets, JSON documents and long texts come back equal."""
+    project = await new_project(uow_factory)
+    plus_two = timezone(timedelta(hours=2))
+    event = TaskEvent(
+        id="e1",
+        task_id="t1",
+        kind=EventKind.FAILED,
+        timestamp=datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=plus_two),
+        attempt=3,
+        clock=2**40,
+        name="app.tasks.ünïcode",
+        queue="q",
+        routing_key="rk",
+        worker="celery@host",
+        args=[[], {}, "", 0, -1, 1.5, True, False, None, "☃", {"a": {"b": [1, 2]}}],
+        kwargs={"deep": {"list": [None, {"x": "y"}]}, "empty": {}},
+        result="just a string",
+        exception="KeyError('x')",
+        traceback="x" * 20_000,
+        runtime=1.25,
+        retries=3,
+        eta=datetime(2026, 3, 1, 13, 0, tzinfo=plus_two),
+        expires=datetime(2026, 3, 2, tzinfo=UTC),
+        root_id="root",
+        parent_id="parent",
+        group_id="group",
+        chord_id="chord",
+    )
+    changed = await apply(uow_factory, project, [event])
+    expected = expected_tasks([event])["t1"]
+    assert changed == [expected]
+    async with uow_factory() as uow:
+        stored = await uow.tasks.get(project, "t1")
+        timeline = await uow.events.timeline(project, "t1")
+    assert stored == expected
+    assert stored is not None
+    assert stored.first_seen_at.tzinfo is UTC
+    assert timeline == [event]
+
+
+@pytest.mark.parametrize(
+    "result", [1.0, 2**70, -1, "1", True, None, [1.5, "x"], {"n": 10**20}, 0.1], ids=repr
+)
+async def test_json_values_keep_their_type(uow_factory: UnitOfWorkFactory, result: object) -> None:
+    """JSON documents come back as they went in: 1.0 stays a float, big integers stay exact."""
+    project = await new_project(uow_factory)
+    event = TaskEvent(
+        id="e1", task_id="t1", kind=EventKind.SUCCEEDED, timestamp=at(0), result=result
+    )
+    await apply(uow_factory, project, [event])
+    async with uow_factory() as uow:
+        task = await uow.tasks.get(project, "t1")
+        page = await uow.tasks.list(project, TaskQuery())
+    assert task is not None
+    assert repr(task.result) == repr(result)
+    assert repr(page.items[0].result) == repr(result)
+
+
+async def test_get_unknown_task(uow_factory: UnitOfWorkFactory) -> None:
+    """Asking for a task that does not exist gives None."""
+    project = await new_project(uow_factory)
+    async with uow_factory() as uow:
+        assert await uow.tasks.get(project, "nope") is None
+
+
+_TASK_IDS = ("t1", "t2", "t3")
+
+
+@st.composite
+def event_sets(draw: st.DrawFn) -> list[TaskEvent]:
+    """Events of a few tasks with colliding attempts, clocks and times, each id once."""
+    count = draw(st.integers(min_value=1, max_value=14))
+    events = []
+    for index in range(count):
+        events.append(
+            TaskEvent(
+                id=f"e{index}",
+                task_id=draw(st.sampled_from(_TASK_IDS)),
+                kind=draw(st.sampled_from(EventKind)),
+                timestamp=at(draw(st.integers(min_value=0, max_value=3))),
+                attempt=draw(st.integers(min_value=0, max_value=2)),
+                clock=draw(st.integers(min_value=0, max_value=2)),
+                name=draw(st.sampled_from([None, "a", "b"])),
+                queue=draw(st.sampled_from([None, "q1", "q2"])),
+                worker=draw(st.sampled_from([None, "w1", "w2"])),
+                args=draw(st.sampled_from([None, [1], [2, "x"]])),
+                result=draw(st.sampled_from([None, 1, {"r": [1]}])),
+                retries=draw(st.sampled_from([None, 0, 1])),
+            )
+        )
+    return events
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[list[TaskEvent], list[list[TaskEvent]]]:
+    """Events, and the batches they arrive in: any order, any split, some delivered twice."""
+    events = draw(event_sets())
+    stream = draw(st.permutations(events)) + draw(st.lists(st.sampled_from(events), max_size=4))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(stream) - 1)), max_size=4)))
+    batches = [stream[a:b] for a, b in itertools.pairwise([0, *cuts, len(stream)])]
+    return events, batches
+
+
+# Everything is drawn before the test runs: drawing inside a coroutine lets
+# hypothesis' internal stop signal escape through the event loop.
+@given(delivery=deliveries())
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+async def test_any_batch_split_and_order_gives_the_same_tasks(
+    uow_factory: UnitOfWorkFactory, delivery: tuple[list[TaskEvent], list[list[TaskEvent]]]
+) -> None:
+    """Whatever the order, batching and redelivery, the stored tasks are the pure fold."""
+    events, batches = delivery
+    project = await new_project(uow_factory)
+    changed: dict[str, Task] = {}
+    for batch in batches:
+        for task in await apply(uow_factory, project, batch):
+            changed[task.id] = task
+    expected = expected_tasks(events)
+    assert await all_tasks(uow_factory, project) == expected
+    # The last returned version of every task is its stored state.
+    assert changed == expected
+
+
+# -- list, cursor, counts ------------------------------------------------------------------
+
+
+def _catalogue() -> list[TaskEvent]:
+    """Tasks covering every filter: names with LIKE wildcards, mixed case, queues, states."""
+    events: list[TaskEvent] = []
+    names = ["app.Reports.Build", "app.mail.send", "100%_done", "app.mail.send_bulk", "ÄPP.ünï"]
+    outcomes = [EventKind.SUCCEEDED, EventKind.FAILED, EventKind.REVOKED]
+    for index in range(24):
+        task_id = f"{'ab' if index % 2 else 'AB'}{index:02d}{'%' if index % 5 == 0 else '_'}"
+        task_events = lifecycle(
+            task_id,
+            # Pairs of tasks share a first_seen_at, so ties are ordered by id.
+            index // 2,
+            name=names[index % len(names)],
+            queue=[None, "default", "mail"][index % 3],
+            worker=f"celery@w{index % 2}",
+            outcome=outcomes[index % 3],
+        )
+        # Leave some tasks unfinished, in different states.
+        events.extend(task_events[: 4 - index % 4] if index % 7 else task_events)
+    return events
+
+
+_FILTERS = [
+    TaskFilter(),
+    TaskFilter(states=[TaskState.FAILED]),
+    TaskFilter(states=[TaskState.PENDING, TaskState.STARTED, TaskState.SUCCEEDED]),
+    TaskFilter(name="app.mail.send"),
+    TaskFilter(queue="mail"),
+    TaskFilter(worker="celery@w1"),
+    TaskFilter(since=at(3)),
+    TaskFilter(until=at(3)),
+    TaskFilter(since=at(2), until=at(9.5)),
+    TaskFilter(text="MAIL"),
+    TaskFilter(text="reports.b"),
+    TaskFilter(text="ab1"),
+    TaskFilter(text="AB0"),
+    TaskFilter(text="%"),
+    TaskFilter(text="_"),
+    TaskFilter(text="0%_"),
+    TaskFilter(text="ab01_"),
+    TaskFilter(text="äpp"),
+    TaskFilter(text="nothing matches this"),
+    TaskFilter(states=[TaskState.SUCCEEDED], queue="default", text="app"),
+]
+
+
+@pytest.mark.parametrize("selection", _FILTERS, ids=repr)
+async def test_list_filters_like_the_reference(
+    uow_factory: UnitOfWorkFactory, selection: TaskFilter
+) -> None:
+    """Each filter selects exactly what TaskFilter.matches selects, newest first."""
+    project = await new_project(uow_factory)
+    events = _catalogue()
+    await apply(uow_factory, project, events)
+    reference = sorted(
+        (task for task in expected_tasks(events).values() if selection.matches(task)),
+        key=lambda task: (task.first_seen_at, task.id),
+        reverse=True,
+    )
+    async with uow_factory() as uow:
+        page = await uow.tasks.list(project, TaskQuery(filter=selection, limit=500))
+    assert [task.id for task in page.items] == [task.id for task in reference]
+    assert page.next_cursor is None
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 24])
+@pytest.mark.parametrize(
+    "selection", [TaskFilter(), TaskFilter(states=[TaskState.SUCCEEDED, TaskState.PENDING])]
+)
+async def test_cursor_walks_every_page_exactly_once(
+    uow_factory: UnitOfWorkFactory, limit: int, selection: TaskFilter
+) -> None:
+    """Following next_cursor visits each matching task once, in list order, then stops."""
+    project = await new_project(uow_factory)
+    events = _catalogue()
+    await apply(uow_factory, project, events)
+    reference = sorted(
+        (task.id for task in expected_tasks(events).values() if selection.matches(task)),
+        key=lambda task_id: (expected_tasks(events)[task_id].first_seen_at, task_id),
+        reverse=True,
+    )
+    seen: list[str] = []
+    cursor = None
+    async with uow_factory() as uow:
+        for _ in range(100):
+            page = await uow.tasks.list(
+                project, TaskQuery(filter=selection, limit=limit, cursor=cursor)
+            )
+            assert len(page.items) <= limit
+            seen.extend(task.id for task in page.items)
+            if page.next_cursor is None:
+                break
+            assert len(page.items) == limit
+            assert page.next_cursor == TaskCursor.after(page.items[-1])
+            cursor = page.next_cursor
+    assert seen == reference
+
+
+async def test_cursor_from_the_api_round_trips(uow_factory: UnitOfWorkFactory) -> None:
+    """An encoded and decoded cursor continues where the page ended."""
+    project = await new_project(uow_factory)
+    await apply(uow_factory, project, _catalogue())
+    async with uow_factory() as uow:
+        first = await uow.tasks.list(project, TaskQuery(limit=5))
+        assert first.next_cursor is not None
+        cursor = TaskCursor.decode(first.next_cursor.encode())
+        second = await uow.tasks.list(project, TaskQuery(limit=5, cursor=cursor))
+        both = await uow.tasks.list(project, TaskQuery(limit=10))
+    assert [t.id for t in first.items + list(second.items)] == [t.id for t in both.items]
+
+
+async def test_list_of_an_empty_project(uow_factory: UnitOfWorkFactory) -> None:
+    """No tasks: an empty page and no next cursor."""
+    project = await new_project(uow_factory)
+    async with uow_factory() as uow:
+        page = await uow.tasks.list(project, TaskQuery())
+    assert list(page.items) == []
+    assert page.next_cursor is None
+
+
+async def test_list_exactly_one_page(uow_factory: UnitOfWorkFactory) -> None:
+    """When the tasks exactly fill the page there is no next cursor."""
+    project = await new_project(uow_factory)
+    await apply(uow_factory, project, lifecycle("t1", 0) + lifecycle("t2", 1))
+    async with uow_factory() as uow:
+        page = await uow.tasks.list(project, TaskQuery(limit=2))
+    assert [task.id for task in page.items] == ["t2", "t1"]
+    assert page.next_cursor is None
+
+
+async def test_queue_counts(uow_factory: UnitOfWorkFactory) -> None:
+    """Counts per (queue, state), ordered by queue then state, zero counts omitted."""
+    project = await new_project(uow_factory)
+    events = _catalogue()
+    await apply(uow_factory, project, events)
+    counts: dict[tuple[str | None, TaskState], int] = {}
+    for task in expected_tasks(events).values():
+        counts[task.queue, task.state] = counts.get((task.queue, task.state), 0) + 1
+    expected = [
+        QueueCount(queue=queue, state=state, count=n)
+        for (queue, state), n in sorted(counts.items(), key=lambda i: (i[0][0] or "", i[0][1]))
+    ]
+    async with uow_factory() as uow:
+        assert list(await uow.tasks.queue_counts(project)) == expected
+        assert all(count.count > 0 for count in expected)
+        assert list(await uow.tasks.queue_counts(project + 1000)) == []
+
+
+async def test_count_tasks(uow_factory: UnitOfWorkFactory) -> None:
+    """count() counts one project's tasks, or all of them."""
+    first = await new_project(uow_factory)
+    second = await new_project(uow_factory)
+    await apply(uow_factory, first, lifecycle("t1", 0) + lifecycle("t2", 0))
+    await apply(uow_factory, second, lifecycle("t1", 0))
+    async with uow_factory() as uow:
+        assert await uow.tasks.count(first) == 2
+        assert await uow.tasks.count(second) == 1
+        assert await uow.tasks.count() == 3
+
+
+async def test_timeline_is_in_fold_order(uow_factory: UnitOfWorkFactory) -> None:
+    """A task's events come back by (attempt, rank, clock, timestamp, id), whatever arrived when."""
+    project = await new_project(uow_factory)
+    events = [
+        *lifecycle("t1", 0, outcome=EventKind.FAILED),
+        TaskEvent(id="r1", task_id="t1", kind=EventKind.RECEIVED, timestamp=at(9), attempt=1),
+        TaskEvent(id="s1", task_id="t1", kind=EventKind.SENT, timestamp=at(8), attempt=1),
+        TaskEvent(id="l0", task_id="t1", kind=EventKind.LOST, timestamp=at(7)),
+        TaskEvent(id="x", task_id="other", kind=EventKind.SENT, timestamp=at(0)),
+    ]
+    shuffled = events[:]
+    random.Random(4).shuffle(shuffled)
+    await apply(uow_factory, project, shuffled[:4])
+    await apply(uow_factory, project, shuffled[4:])
+    async with uow_factory() as uow:
+        timeline = await uow.events.timeline(project, "t1")
+        assert await uow.events.timeline(project, "unknown") == []
+    assert list(timeline) == sorted((e for e in events if e.task_id == "t1"), key=lambda e: e.key)
+
+
+# -- workers -------------------------------------------------------------------------------
+
+
+def _worker(hostname: str, **changes: object) -> Worker:
+    values: dict[str, object] = {
+        "hostname": hostname,
+        "status": WorkerStatus.ONLINE,
+        "first_seen_at": at(0),
+        "last_heartbeat_at": at(30),
+        "pool": "prefork",
+        "concurrency": 4,
+        "active": 1,
+        "processed": 10_000_000_000,
+        "loadavg": (0.5, 1.0, 1.25),
+        "queues": ("default", "mail"),
+        "software": "celery 5.4",
+    }
+    values.update(changes)
+    return Worker(**values)  # type: ignore[arg-type]
+
+
+async def test_workers_save_get_list_count(uow_factory: UnitOfWorkFactory) -> None:
+    """Workers are stored per project by hostname, replaced on save, listed by hostname."""
+    project = await new_project(uow_factory)
+    other = await new_project(uow_factory)
+    async with uow_factory() as uow:
+        await uow.workers.save(project, _worker("celery@b"))
+        await uow.workers.save(project, _worker("celery@a", pool=None, loadavg=(), queues=()))
+        await uow.workers.save(project, _worker("celery@b", status=WorkerStatus.OFFLINE, active=0))
+        await uow.workers.save(other, _worker("celery@a"))
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.workers.get(project, "celery@b") == _worker(
+            "celery@b", status=WorkerStatus.OFFLINE, active=0
+        )
+        assert await uow.workers.get(project, "celery@zzz") is None
+        assert [w.hostname for w in await uow.workers.list(project)] == ["celery@a", "celery@b"]
+        assert next(iter(await uow.workers.list(project))) == _worker(
+            "celery@a", pool=None, loadavg=(), queues=()
+        )
+        assert await uow.workers.count(project) == 2
+        assert await uow.workers.count(other) == 1
+        assert await uow.workers.count() == 3
+        minimal = Worker(hostname="celery@min", status="online", first_seen_at=at(1))
+        await uow.workers.save(other, minimal)
+        assert await uow.workers.get(other, "celery@min") == minimal
+
+
+# -- projects, users, API keys, agents --------------------------------------------------------
+
+
+async def test_projects(uow_factory: UnitOfWorkFactory) -> None:
+    """Projects are created with fresh ids, found by slug, listed by slug, counted."""
+    async with uow_factory() as uow:
+        beta = await uow.projects.create(slug="beta", name="Beta", created_at=at(1))
+        alpha = await uow.projects.create(slug="alpha", name="Alpha", created_at=at(2))
+        await uow.commit()
+    assert alpha.id != beta.id
+    async with uow_factory() as uow:
+        assert await uow.projects.get_by_slug("alpha") == alpha
+        assert await uow.projects.get_by_slug("gamma") is None
+        assert list(await uow.projects.list()) == [alpha, beta]
+        assert await uow.projects.count() == 2
+
+
+async def test_duplicate_project_slug_conflicts_and_the_unit_stays_usable(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """A taken slug raises Conflict; the unit of work can carry on and commit."""
+    await new_project(uow_factory, "taken")
+    async with uow_factory() as uow:
+        with pytest.raises(Conflict):
+            await uow.projects.create(slug="taken", name="Again", created_at=at(0))
+        await uow.projects.create(slug="other", name="Other", created_at=at(0))
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert [p.slug for p in await uow.projects.list()] == ["other", "taken"]
+
+
+async def test_users(uow_factory: UnitOfWorkFactory) -> None:
+    """Users are created, found by id and email, counted; a taken email conflicts."""
+    async with uow_factory() as uow:
+        admin = await uow.users.create(
+            email="admin@example.com", password_hash="h", is_admin=True, created_at=at(0)
+        )
+        viewer = await uow.users.create(
+            email="viewer@example.com", password_hash=None, is_admin=False, created_at=at(1)
+        )
+        with pytest.raises(Conflict):
+            await uow.users.create(
+                email="admin@example.com", password_hash=None, is_admin=False, created_at=at(2)
+            )
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.users.get(admin.id) == admin
+        assert await uow.users.get_by_email("viewer@example.com") == viewer
+        assert await uow.users.get_by_email("nobody@example.com") is None
+        assert await uow.users.get(admin.id + viewer.id + 1000) is None
+        assert await uow.users.count() == 2
+
+
+async def test_api_keys(uow_factory: UnitOfWorkFactory) -> None:
+    """Keys belong to an existing user, are found by hash and record their last use."""
+    async with uow_factory() as uow:
+        user = await uow.users.create(
+            email="a@example.com", password_hash=None, is_admin=False, created_at=at(0)
+        )
+        key = await uow.api_keys.create(
+            user_id=user.id, name="ci", key_hash="f" * 64, prefix="z4j_abcd", created_at=at(1)
+        )
+        with pytest.raises(Conflict):
+            await uow.api_keys.create(
+                user_id=user.id + 1000, name="x", key_hash="e" * 64, prefix="z4j_", created_at=at(1)
+            )
+        await uow.commit()
+    assert key.last_used_at is None
+    assert key.is_active
+    async with uow_factory() as uow:
+        assert await uow.api_keys.get_by_hash("f" * 64) == key
+        assert await uow.api_keys.get_by_hash("0" * 64) is None
+        await uow.api_keys.touch(key.id, at(60))
+        await uow.api_keys.touch(key.id + 1000, at(60))
+        await uow.commit()
+    async with uow_factory() as uow:
+        touched = await uow.api_keys.get_by_hash("f" * 64)
+    assert touched is not None
+    assert touched.last_used_at == at(60)
+
+
+async def test_agents_count_starts_at_zero(uow_factory: UnitOfWorkFactory) -> None:
+    """With no agent minted, there are none to count."""
+    project = await new_project(uow_factory)
+    async with uow_factory() as uow:
+        assert await uow.agents.count() == 0
+        assert await uow.agents.count(project) == 0
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+async def test_settings(uow_factory: UnitOfWorkFactory) -> None:
+    """Settings store JSON values by key: get, replace, delete."""
+    value = {"retention_days": 30, "patterns": ["password", "token"], "nested": {"on": True}}
+    async with uow_factory() as uow:
+        assert await uow.settings.get("missing") is None
+        await uow.settings.set("redaction", value)
+        await uow.settings.set("flag", False)
+        await uow.settings.set("number", 0)
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.settings.get("redaction") == value
+        assert await uow.settings.get("flag") is False
+        assert await uow.settings.get("number") == 0
+        await uow.settings.set("redaction", ["replaced"])
+        assert await uow.settings.get("redaction") == ["replaced"]
+        assert await uow.settings.delete("flag") is True
+        assert await uow.settings.delete("flag") is False
+        assert await uow.settings.get("flag") is None
+        await uow.settings.set("number", None)
+        assert await uow.settings.get("number") is None
+        assert await uow.settings.delete("number") is False
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.settings.get("redaction") == ["replaced"]
+
+
+async def test_settings_values_are_copies(uow_factory: UnitOfWorkFactory) -> None:
+    """Changing a value after set() or after get() does not change what is stored."""
+    value = {"list": [1]}
+    async with uow_factory() as uow:
+        await uow.settings.set("k", value)
+        value["list"].append(2)
+        read = await uow.settings.get("k")
+        read["list"].append(3)
+        assert await uow.settings.get("k") == {"list": [1]}
+
+
+# -- transactions and isolation -------------------------------------------------------------
+
+
+async def test_commit_makes_changes_visible(uow_factory: UnitOfWorkFactory) -> None:
+    """Other units of work see changes only once they are committed."""
+    project = await new_project(uow_factory)
+    async with uow_factory() as writer:
+        await writer.tasks.apply_events(project, lifecycle("t1", 0))
+        await writer.settings.set("k", 1)
+        async with uow_factory() as reader:
+            assert await reader.tasks.get(project, "t1") is None
+        await writer.commit()
+        async with uow_factory() as reader:
+            assert await reader.tasks.get(project, "t1") is not None
+            assert await reader.settings.get("k") == 1
+
+
+async def test_rollback_and_leaving_without_commit_discard(uow_factory: UnitOfWorkFactory) -> None:
+    """rollback() discards; so does leaving the block without committing; the unit goes on."""
+    project = await new_project(uow_factory)
+    async with uow_factory() as uow:
+        await uow.tasks.apply_events(project, lifecycle("t1", 0))
+        await uow.rollback()
+        assert await uow.tasks.get(project, "t1") is None
+        await uow.tasks.apply_events(project, lifecycle("t2", 0))
+        await uow.commit()
+        await uow.tasks.apply_events(project, lifecycle("t3", 0))
+
+    async def fail_inside() -> None:
+        async with uow_factory() as uow:
+            await uow.settings.set("k", 1)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await fail_inside()
+    async with uow_factory() as uow:
+        assert sorted((await all_tasks(uow_factory, project)).keys()) == ["t2"]
+        assert await uow.settings.get("k") is None
+        # The rolled-back events were not recorded: applying them again changes t1.
+        assert [t.id for t in await uow.tasks.apply_events(project, lifecycle("t1", 0))] == ["t1"]
+
+
+async def test_projects_are_isolated(uow_factory: UnitOfWorkFactory) -> None:
+    """Tasks, events and workers of one project are never visible from another."""
+    first = await new_project(uow_factory)
+    second = await new_project(uow_factory)
+    await apply(uow_factory, first, lifecycle("t1", 0))
+    # The same event ids and task id in another project are a different task.
+    other_events = lifecycle("t1", 100, name="other.name", queue="other")
+    assert [t.id for t in await apply(uow_factory, second, other_events)] == ["t1"]
+    await apply(uow_factory, first, lifecycle("only-first", 1))
+    async with uow_factory() as uow:
+        await uow.workers.save(first, _worker("celery@w"))
+        assert await uow.tasks.get(second, "only-first") is None
+        second_task = await uow.tasks.get(second, "t1")
+        assert second_task == expected_tasks(other_events)["t1"]
+        page = await uow.tasks.list(second, TaskQuery())
+        assert [t.id for t in page.items] == ["t1"]
+        assert [t.id for t in (await uow.tasks.list(first, TaskQuery())).items] == [
+            "only-first",
+            "t1",
+        ]
+        assert [qc.queue for qc in await uow.tasks.queue_counts(second)] == ["other"]
+        assert await uow.events.timeline(second, "only-first") == []
+        assert await uow.workers.get(second, "celery@w") is None
+        assert await uow.workers.list(second) == []

@@ -1,0 +1,95 @@
+"""Alembic is the schema's source of truth: migrating an empty database gives the metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from z4j_infra.database import Database
+from z4j_infra.migrations import downgrade, migrate, revisions
+from z4j_infra.schema import metadata
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_url(request: pytest.FixtureRequest) -> str:
+    """An empty database of each dialect."""
+    name = "empty_sqlite_url" if request.param == "sqlite" else "empty_postgres_url"
+    url: str = request.getfixturevalue(name)
+    return url
+
+
+def _differences(connection: sa.Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": True}
+    )
+    return list(compare_metadata(context, metadata))
+
+
+def _tables(connection: sa.Connection) -> set[str]:
+    return set(sa.inspect(connection).get_table_names())
+
+
+async def test_upgrade_gives_the_metadata(empty_url: str) -> None:
+    """After `migrate`, autogenerate finds nothing to change: tables, columns, types, indexes."""
+    database = await Database.connect(empty_url)
+    try:
+        assert await revisions(database) == (None, "0001")
+        await migrate(database)
+        async with database.engine.connect() as connection:
+            assert await connection.run_sync(_differences) == []
+        current, head = await revisions(database)
+        assert current == head
+    finally:
+        await database.dispose()
+
+
+async def test_migrate_twice_is_harmless(empty_url: str) -> None:
+    """Running the migrations on an up-to-date database changes nothing."""
+    database = await Database.connect(empty_url)
+    try:
+        await migrate(database)
+        await migrate(database)
+        current, head = await revisions(database)
+        assert current == head
+    finally:
+        await database.dispose()
+
+
+async def test_downgrade_to_base_and_up_again(empty_url: str) -> None:
+    """Downgrading to base removes every table; upgrading again restores them."""
+    database = await Database.connect(empty_url)
+    try:
+        await migrate(database)
+        await downgrade(database, "base")
+        async with database.engine.connect() as connection:
+            assert await connection.run_sync(_tables) <= {"alembic_version"}
+        assert (await revisions(database))[0] is None
+        await migrate(database)
+        async with database.engine.connect() as connection:
+            assert await connection.run_sync(_tables) >= set(metadata.tables)
+            assert await connection.run_sync(_differences) == []
+    finally:
+        await database.dispose()
+
+
+@pytest.mark.postgres
+async def test_concurrent_migrations_serialize(empty_postgres_url: str) -> None:
+    """Two brains starting at once on one PostgreSQL database both end up at head."""
+    first = await Database.connect(empty_postgres_url)
+    second = await Database.connect(empty_postgres_url)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(migrate, first)
+            group.start_soon(migrate, second)
+        current, head = await revisions(first)
+        assert current == head
+    finally:
+        await first.dispose()
+        await second.dispose()

@@ -1,0 +1,158 @@
+"""Settings come from the environment and Z4J_HOME, with safe defaults and clear errors."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from z4j_infra.errors import ConfigError
+from z4j_infra.settings import Settings, load_settings, normalize_database_url
+
+
+def _env(home: Path, **values: str) -> dict[str, str]:
+    return {"Z4J_HOME": str(home), **values}
+
+
+def test_defaults(tmp_path: Path) -> None:
+    """With only Z4J_HOME set: SQLite in the home, localhost:7700, a generated secret."""
+    home = tmp_path / "state"
+    settings = load_settings(_env(home))
+    assert settings.home == home
+    assert settings.database_url == f"sqlite+aiosqlite:///{home / 'z4j.db'}"
+    assert (settings.host, settings.port) == ("127.0.0.1", 7700)
+    assert settings.bootstrap_admin_email is None
+    assert settings.bootstrap_admin_password is None
+    assert len(settings.secret) >= 64
+
+
+def test_home_defaults_to_dot_z4j_in_the_users_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without Z4J_HOME the state lives in ~/.z4j."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_settings({}).home == tmp_path / ".z4j"
+
+
+def test_home_is_created_private(tmp_path: Path) -> None:
+    """A missing home is created with mode 0700, whatever the umask."""
+    home = tmp_path / "a" / "b"
+    old = os.umask(0o022)
+    try:
+        load_settings(_env(home))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """Z4J_HOME pointing at a file is a configuration error."""
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ConfigError, match="not a directory"):
+        load_settings(_env(path))
+
+
+def test_secret_file_is_created_once_with_mode_0600_and_reused(tmp_path: Path) -> None:
+    """The generated secret is written privately and read back on every later start."""
+    first = load_settings(_env(tmp_path))
+    secret_file = tmp_path / "secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert secret_file.read_text().strip() == first.secret
+    assert load_settings(_env(tmp_path)).secret == first.secret
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_secret_from_the_environment_wins(tmp_path: Path) -> None:
+    """Z4J_SECRET is used as is and no secret file is written."""
+    settings = load_settings(_env(tmp_path, Z4J_SECRET="from-env"))
+    assert settings.secret == "from-env"
+    assert not (tmp_path / "secret").exists()
+
+
+def test_empty_secret_file_is_an_error(tmp_path: Path) -> None:
+    """An empty secret file is not silently replaced (that would invalidate signatures)."""
+    (tmp_path / "secret").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        load_settings(_env(tmp_path))
+
+
+def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
+    """Logging a Settings never shows the secret or the bootstrap password."""
+    settings = load_settings(
+        _env(
+            tmp_path,
+            Z4J_SECRET="s3cr3t-value",
+            Z4J_BOOTSTRAP_ADMIN_EMAIL="admin@example.com",
+            Z4J_BOOTSTRAP_ADMIN_PASSWORD="hunter2-password",
+        )
+    )
+    assert "s3cr3t-value" not in repr(settings)
+    assert "hunter2-password" not in repr(settings)
+    assert settings.bootstrap_admin_password == "hunter2-password"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:p@db:5432/z4j", "postgresql+asyncpg://u:p@db:5432/z4j"),
+        ("postgres://u@db/z4j", "postgresql+asyncpg://u@db/z4j"),
+        ("postgresql+asyncpg://u@db/z4j", "postgresql+asyncpg://u@db/z4j"),
+        ("sqlite:////var/lib/z4j/z4j.db", "sqlite+aiosqlite:////var/lib/z4j/z4j.db"),
+        ("sqlite:///relative.db", "sqlite+aiosqlite:///relative.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("PostgreSQL://u@db/z4j", "postgresql+asyncpg://u@db/z4j"),
+    ],
+)
+def test_database_url_normalization(tmp_path: Path, given: str, expected: str) -> None:
+    """Plain and driver-qualified URLs map to the async drivers z4j uses."""
+    assert normalize_database_url(given) == expected
+    settings = load_settings(_env(tmp_path, Z4J_DATABASE_URL=given))
+    assert settings.database_url == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u@db/z4j", "postgresql+psycopg2://u@db/z4j", "sqlite+pysqlite:///x", "z4j.db"]
+)
+def test_other_database_schemes_are_refused(tmp_path: Path, url: str) -> None:
+    """Unsupported schemes give a ConfigError that names the supported ones."""
+    with pytest.raises(ConfigError, match="sqlite:///") as error:
+        load_settings(_env(tmp_path, Z4J_DATABASE_URL=url))
+    assert "Z4J_DATABASE_URL" in str(error.value)
+
+
+def test_host_and_port(tmp_path: Path) -> None:
+    """Z4J_HOST and Z4J_PORT are taken as given."""
+    settings = load_settings(_env(tmp_path, Z4J_HOST="0.0.0.0", Z4J_PORT="8080"))
+    assert (settings.host, settings.port) == ("0.0.0.0", 8080)
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1", "http", "80.5", "7700x"])
+def test_bad_port_is_refused(tmp_path: Path, port: str) -> None:
+    """A port that is not an integer from 1 to 65535 is a ConfigError naming Z4J_PORT."""
+    with pytest.raises(ConfigError, match="Z4J_PORT"):
+        load_settings(_env(tmp_path, Z4J_PORT=port))
+
+
+def test_bootstrap_admin_needs_both_variables(tmp_path: Path) -> None:
+    """Email without password or password without email is a ConfigError naming the missing one."""
+    with pytest.raises(ConfigError, match="Z4J_BOOTSTRAP_ADMIN_PASSWORD"):
+        load_settings(_env(tmp_path, Z4J_BOOTSTRAP_ADMIN_EMAIL="admin@example.com"))
+    with pytest.raises(ConfigError, match="Z4J_BOOTSTRAP_ADMIN_EMAIL"):
+        load_settings(_env(tmp_path, Z4J_BOOTSTRAP_ADMIN_PASSWORD="pw"))
+    settings = load_settings(
+        _env(
+            tmp_path,
+            Z4J_BOOTSTRAP_ADMIN_EMAIL="admin@example.com",
+            Z4J_BOOTSTRAP_ADMIN_PASSWORD="pw",
+        )
+    )
+    assert settings.bootstrap_admin_email == "admin@example.com"
+
+
+def test_nothing_is_read_at_import() -> None:
+    """Settings is a plain value: building one touches neither the environment nor the disk."""
+    settings = Settings(home=Path("/nonexistent"), database_url="sqlite+aiosqlite://", secret="x")
+    assert settings.port == 7700

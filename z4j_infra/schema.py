@@ -1,0 +1,254 @@
+"""The database schema as SQLAlchemy Core tables (the migrations create exactly this).
+
+Conventions:
+
+* every timestamp is a :class:`Timestamp`: stored in UTC, returned aware;
+* JSON is ``JSONB`` on PostgreSQL and ``TEXT`` on SQLite (see
+  :class:`JSONText`), and Python ``None`` is SQL ``NULL``;
+* Celery's ids (task, event, canvas links) are ``String(255)``; names, queues,
+  hostnames and texts are ``Text``.
+
+High-volume tables (``tasks``, ``task_events``, ``workers``) carry
+``project_id`` without a foreign key: a per-row constraint check on the ingest
+path costs throughput, and projects are never deleted behind their data's back.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "JSONText",
+    "JSONType",
+    "Timestamp",
+    "agents",
+    "api_keys",
+    "metadata",
+    "projects",
+    "settings",
+    "task_events",
+    "tasks",
+    "users",
+    "workers",
+]
+
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata: Final = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Timestamp(sa.types.TypeDecorator[datetime]):
+    """An aware UTC datetime: ``timestamptz`` on PostgreSQL, naive UTC text on SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC; SQLite gets it naive, because it keeps no offset."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored: give it a tz")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return the stored time as an aware UTC datetime."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JSONText(sa.types.TypeDecorator[Any]):
+    """A JSON document stored as ``TEXT``: what :data:`JSONType` is on SQLite.
+
+    SQLite gives a column declared ``JSON`` numeric affinity, which stores the
+    document ``1.0`` as the integer 1 and rounds integers beyond 64 bits;
+    ``TEXT`` keeps every document exactly as encoded.
+    """
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        """Encode the document (``None`` is SQL ``NULL``)."""
+        return None if value is None else json.dumps(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        """Decode the document."""
+        return None if value is None else json.loads(value)
+
+
+#: JSON documents: JSONB on PostgreSQL (compact, indexable), TEXT on SQLite;
+#: Python ``None`` is SQL ``NULL``.
+JSONType: Final = (
+    sa.JSON(none_as_null=True)
+    .with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+    .with_variant(JSONText(), "sqlite")
+)
+
+# The task id orders the task list (newest first by (first_seen_at, id)); the C
+# collation makes that order the code-point order the domain's cursor uses,
+# whatever the cluster's locale is, and lets LIKE 'prefix%' use the index.
+_TaskId: Final = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
+
+
+def _id() -> Any:
+    return sa.String(255)
+
+
+projects: Final = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("slug", sa.String(63), nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+users: Final = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("password_hash", sa.Text, nullable=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+api_keys: Final = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("prefix", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_used_at", Timestamp, nullable=True),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+)
+
+agents: Final = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "project_id",
+        sa.Integer,
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_seen_at", Timestamp, nullable=True),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.UniqueConstraint("project_id", "name"),
+)
+
+settings: Final = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("value", JSONType, nullable=False),
+)
+
+tasks: Final = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("id", _TaskId, primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("queue", sa.Text),
+    sa.Column("routing_key", sa.Text),
+    sa.Column("worker", sa.Text),
+    sa.Column("args", JSONType),
+    sa.Column("kwargs", JSONType),
+    sa.Column("result", JSONType),
+    sa.Column("exception", sa.Text),
+    sa.Column("traceback", sa.Text),
+    sa.Column("retries", sa.Integer),
+    sa.Column("eta", Timestamp),
+    sa.Column("expires", Timestamp),
+    sa.Column("sent_at", Timestamp),
+    sa.Column("received_at", Timestamp),
+    sa.Column("started_at", Timestamp),
+    sa.Column("finished_at", Timestamp),
+    sa.Column("runtime", sa.Float),
+    sa.Column("root_id", _id()),
+    sa.Column("parent_id", _id()),
+    sa.Column("group_id", _id()),
+    sa.Column("chord_id", _id()),
+    sa.Column("first_seen_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    # The fold's bookkeeping (Task.state_key and Task.field_attempts): what lets
+    # new events be folded into a stored row without re-reading the history.
+    sa.Column("state_attempt", sa.Integer, nullable=False),
+    sa.Column("state_rank", sa.SmallInteger, nullable=False),
+    sa.Column("state_clock", sa.BigInteger, nullable=False),
+    sa.Column("state_timestamp", Timestamp, nullable=False),
+    sa.Column("state_event_id", _id(), nullable=False),
+    sa.Column("field_attempts", JSONType, nullable=True),
+    # Bumped by every write; the bulk upsert only overwrites the version it
+    # read, so two brains that both created the same task never lose an update.
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Index("ix_tasks_first_seen", "project_id", "first_seen_at", "id"),
+    sa.Index("ix_tasks_state", "project_id", "state", "first_seen_at", "id"),
+    sa.Index("ix_tasks_name", "project_id", "name", "first_seen_at", "id"),
+    sa.Index("ix_tasks_queue", "project_id", "queue", "first_seen_at", "id"),
+    sa.Index("ix_tasks_worker", "project_id", "worker", "first_seen_at", "id"),
+    sa.Index("ix_tasks_queue_state", "project_id", "queue", "state"),
+    sa.Index("ix_tasks_root", "project_id", "root_id"),
+)
+
+task_events: Final = sa.Table(
+    "task_events",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("id", _id(), primary_key=True),
+    sa.Column("task_id", _id(), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("timestamp", Timestamp, nullable=False),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.Index("ix_task_events_task", "project_id", "task_id"),
+)
+
+workers: Final = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("hostname", sa.String(255), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("first_seen_at", Timestamp, nullable=False),
+    sa.Column("last_heartbeat_at", Timestamp),
+    sa.Column("pool", sa.Text),
+    sa.Column("concurrency", sa.Integer),
+    sa.Column("active", sa.Integer),
+    sa.Column("processed", sa.BigInteger),
+    sa.Column("loadavg", JSONType),
+    sa.Column("queues", JSONType),
+    sa.Column("software", sa.Text),
+)

@@ -1,0 +1,203 @@
+"""The brain's settings, read from the environment (and ``Z4J_HOME``) when asked, never at import.
+
+=================================  ==========================================================
+variable                           meaning (default)
+=================================  ==========================================================
+``Z4J_HOME``                       state directory (``~/.z4j``, created with mode 0700)
+``Z4J_DATABASE_URL``               ``sqlite:///...`` or ``postgresql://...``
+                                   (``sqlite+aiosqlite:///<home>/z4j.db``)
+``Z4J_SECRET``                     signing secret (``<home>/secret``, generated on first run)
+``Z4J_HOST`` / ``Z4J_PORT``        where to listen (``127.0.0.1`` / ``7700``)
+``Z4J_BOOTSTRAP_ADMIN_EMAIL``      first admin, created on first boot; set both or neither
+``Z4J_BOOTSTRAP_ADMIN_PASSWORD``
+=================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from z4j_infra.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "Settings",
+    "load_settings",
+    "normalize_database_url",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 7700
+_SECRET_FILE: Final = "secret"  # noqa: S105 - a file name, not a secret
+
+# Each accepted spelling of a scheme, and the async driver z4j runs it with.
+_SCHEMES: Final = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything the brain needs to know about its environment."""
+
+    home: Path
+    database_url: str
+    # Secrets stay out of repr() so that logging a Settings never leaks them.
+    secret: str = attrs.field(repr=False)
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_password: str | None = attrs.field(default=None, repr=False)
+
+
+def normalize_database_url(url: str) -> str:
+    """Return ``url`` with z4j's async driver; raise :class:`ConfigError` for other schemes."""
+    scheme, sep, rest = url.strip().partition("://")
+    driver = _SCHEMES.get(scheme.lower())
+    if not sep or driver is None:
+        shown = scheme if sep else url
+        raise ConfigError(
+            f"unsupported database URL scheme {shown!r} in Z4J_DATABASE_URL: use "
+            "sqlite:///path/to/z4j.db or postgresql://user:password@host:5432/dbname"
+        )
+    return f"{driver}://{rest}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``environ`` (default: ``os.environ``); raise :class:`ConfigError`.
+
+    Creates ``Z4J_HOME`` (mode 0700) and, when ``Z4J_SECRET`` is unset, the
+    secret file in it (mode 0600) on first use.
+    """
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    home = _prepare_home(Path(get("Z4J_HOME") or "~/.z4j").expanduser())
+    raw_url = get("Z4J_DATABASE_URL")
+    database_url = (
+        normalize_database_url(raw_url)
+        if raw_url is not None
+        else f"sqlite+aiosqlite:///{home / 'z4j.db'}"
+    )
+    secret = get("Z4J_SECRET") or _load_or_create_secret(home / _SECRET_FILE)
+    email = get("Z4J_BOOTSTRAP_ADMIN_EMAIL")
+    password = env.get("Z4J_BOOTSTRAP_ADMIN_PASSWORD") or None
+    if (email is None) != (password is None):
+        missing = "Z4J_BOOTSTRAP_ADMIN_" + ("PASSWORD" if password is None else "EMAIL")
+        raise ConfigError(
+            f"{missing} is not set: set both Z4J_BOOTSTRAP_ADMIN_EMAIL and "
+            "Z4J_BOOTSTRAP_ADMIN_PASSWORD, or neither"
+        )
+    return Settings(
+        home=home,
+        database_url=database_url,
+        secret=secret,
+        host=get("Z4J_HOST") or DEFAULT_HOST,
+        port=_parse_port(get("Z4J_PORT")),
+        bootstrap_admin_email=email,
+        bootstrap_admin_password=password,
+    )
+
+
+def _parse_port(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"Z4J_PORT must be a port number between 1 and 65535, got {raw!r}")
+    return port
+
+
+def _prepare_home(home: Path) -> Path:
+    if home.exists():
+        if not home.is_dir():
+            raise ConfigError(f"Z4J_HOME {str(home)!r} exists and is not a directory")
+        return home
+    try:
+        home.mkdir(mode=0o700, parents=True)
+        # mkdir's mode is filtered through the umask; the state directory holds
+        # the secret and the database, so make it private whatever the umask.
+        home.chmod(0o700)
+    except FileExistsError:
+        pass  # Another process created it first.
+    except OSError as error:
+        raise ConfigError(f"cannot create Z4J_HOME {str(home)!r}: {error.strerror}") from None
+    return home
+
+
+def _load_or_create_secret(path: Path) -> str:
+    secret = _read_secret(path)
+    if secret is not None:
+        return secret
+    _write_new_secret(path, secrets.token_urlsafe(48))
+    # Re-read: if another process won the race, its secret is the one on disk.
+    secret = _read_secret(path)
+    if secret is None:  # pragma: no cover - only if the file vanishes under us
+        raise ConfigError(f"the secret file {str(path)!r} disappeared while it was being created")
+    return secret
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ConfigError(f"cannot read the secret file {str(path)!r}: {error.strerror}") from None
+    if not text:
+        raise ConfigError(
+            f"the secret file {str(path)!r} is empty: delete it to have a new secret generated, "
+            "or set Z4J_SECRET"
+        )
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("secret file %s is readable by other users; run: chmod 600 %s", path, path)
+    return text
+
+
+def _write_new_secret(path: Path, secret: str) -> None:
+    # Write a private temporary file, then link it into place: readers never see
+    # a partial secret, and link() (unlike rename) never replaces a secret that
+    # another process published in the meantime.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, (secret + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        except OSError:
+            # Some filesystems have no hard links; an atomic rename is the next best.
+            os.replace(temporary, path)
+    except OSError as error:
+        raise ConfigError(f"cannot write the secret file {str(path)!r}: {error.strerror}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()

@@ -1,0 +1,283 @@
+"""SQL repositories of tasks and their events, including the batched fold of new events.
+
+:meth:`SqlTaskRepository.apply_events` is the ingest hot path. Per batch it
+runs a constant number of statements whatever the number of events (see
+:mod:`z4j_infra._ingest` for how each dialect ships a batch):
+
+1. insert the events, ``ON CONFLICT DO NOTHING`` (delivery is at least once,
+   so some may be stored already), learning which ones are new where the
+   dialect can say so cheaply;
+2. one ``SELECT`` of the batch's task rows (``FOR UPDATE`` on PostgreSQL);
+3. the domain's own fold, in Python: each task's events of the batch are
+   folded together *while the database runs steps 1 and 2*, then merged into
+   the stored task (the fold is a join, so that equals folding the events
+   into it one by one; events that were stored already change nothing);
+4. one bulk upsert of the tasks that changed.
+
+Several brain processes may share a PostgreSQL database. Rows that exist are
+locked by step 2; for rows that did not exist, two processes may both try to
+create one. The upsert therefore only overwrites the ``version`` it read, and
+a task whose write lost that race is read again (now locked) and merged again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import sqlalchemy as sa
+
+from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
+from z4j_domain.serialization import event_from_dict
+from z4j_domain.tasks import Task, TaskEvent, TaskState, fold, merge
+from z4j_infra._ingest import Batches, batches_for, row_to_task
+from z4j_infra.errors import StorageError
+from z4j_infra.schema import Timestamp, task_events, tasks
+
+if TYPE_CHECKING:
+    from z4j_infra.unit_of_work import SqlUnitOfWork
+
+__all__ = ["SqlTaskEventRepository", "SqlTaskRepository"]
+
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+
+#: Rounds of "read, merge, write" before concurrent writers count as a failure.
+_MAX_ROUNDS: Final = 5
+#: Tasks folded between two chances for the event loop to talk to the database.
+_FOLD_SLICE: Final = 64
+
+
+async def _fold_by_task(events: Sequence[TaskEvent]) -> dict[str, Task]:
+    """Each task's fold of its ``events``.
+
+    Yields to the event loop now and then, so that the statements running
+    meanwhile (see :func:`_overlapped`) get sent as soon as their turn comes.
+    """
+    by_task: dict[str, list[TaskEvent]] = {}
+    for event in events:
+        by_task.setdefault(event.task_id, []).append(event)
+    folded: dict[str, Task] = {}
+    for index, (task_id, group) in enumerate(by_task.items()):
+        if index % _FOLD_SLICE == 0:
+            await asyncio.sleep(0)
+        task = fold(group)
+        assert task is not None  # every group has an event
+        folded[task_id] = task
+    return folded
+
+
+async def _overlapped(
+    database: Coroutine[Any, Any, tuple[A, B]], computation: Coroutine[Any, Any, C]
+) -> tuple[A, B, C]:
+    """Run ``database`` (statements) and ``computation`` (Python) at the same time.
+
+    The database works in its own process (or, for SQLite, in a thread that
+    leaves the interpreter lock while SQLite runs), so folding while it
+    executes the statements hides most of one behind the other. The
+    statements run in a task of their own on the unit of work's connection;
+    ``computation`` must not touch it.
+    """
+    statements = asyncio.ensure_future(database)
+    try:
+        computed = await computation
+    except BaseException:
+        statements.cancel()
+        with contextlib.suppress(BaseException):
+            await statements
+        raise
+    first, second = await statements
+    return first, second, computed
+
+
+class SqlTaskRepository:
+    """:class:`~z4j_domain.ports.TaskRepository` on SQLite or PostgreSQL."""
+
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def apply_events(self, project_id: int, events: Sequence[TaskEvent]) -> Sequence[Task]:
+        """Record new events and fold them into their tasks; return the tasks that changed."""
+        unique: dict[str, TaskEvent] = {}
+        for event in events:
+            # The first of several copies wins, as it would had they come one by one.
+            unique.setdefault(event.id, event)
+        if not unique:
+            return []
+        batch = list(unique.values())
+        task_ids = sorted({event.task_id for event in batch})
+        batches = batches_for(self._uow.dialect)
+
+        async def record_and_load() -> tuple[set[str] | None, dict[str, tuple[Task, int]]]:
+            new_ids = await batches.insert_events(self._uow, project_id, batch)
+            # Every task of the batch, before knowing which events are new:
+            # this lets the database work while Python folds (below).
+            return new_ids, await batches.load(self._uow, project_id, task_ids)
+
+        new_ids, stored, folded = await _overlapped(record_and_load(), _fold_by_task(batch))
+        if new_ids is None:
+            updates = folded
+        else:
+            # Tasks with nothing new are left alone; for the others, events of
+            # the batch that were stored already are in the stored task too,
+            # so having them in the update changes nothing.
+            updates = {
+                event.task_id: folded[event.task_id] for event in batch if event.id in new_ids
+            }
+        return await self._store(project_id, updates, stored, batches)
+
+    async def _store(
+        self,
+        project_id: int,
+        updates: dict[str, Task],
+        stored: dict[str, tuple[Task, int]],
+        batches: Batches,
+    ) -> Sequence[Task]:
+        """Merge each update into its stored task and write the ones that changed.
+
+        Merging the fold of the new events into the stored task is the same as
+        folding the events into it one by one: the fold is a join.
+        """
+        written: dict[str, Task] = {}
+        pending = updates
+        for _ in range(_MAX_ROUNDS):
+            changed: dict[str, Task] = {}
+            rows = []
+            # Sorted: new rows are inserted in the same order by every writer.
+            for task_id in sorted(pending):
+                before, version = stored.get(task_id, (None, 0))
+                task = pending[task_id] if before is None else merge(before, pending[task_id])
+                if task != before:
+                    changed[task_id] = task
+                    rows.append((task, version + 1))
+            if not rows:
+                break
+            stored_ids = await batches.upsert(self._uow, project_id, rows)
+            for task_id in stored_ids:
+                written[task_id] = changed[task_id]
+            # What is left lost a race with another brain that created the same
+            # task: read it again (it exists now, so it gets locked) and merge again.
+            pending = {
+                task_id: pending[task_id] for task_id in changed if task_id not in stored_ids
+            }
+            if not pending:
+                break
+            stored = await batches.load(self._uow, project_id, sorted(pending))
+        else:
+            raise StorageError(
+                f"could not store {len(pending)} task(s) after {_MAX_ROUNDS} rounds of "
+                "concurrent updates; the batch was not applied"
+            )
+        return list(written.values())
+
+    async def get(self, project_id: int, task_id: str) -> Task | None:
+        """The task, or ``None``."""
+        result = await self._uow.execute(
+            sa.select(tasks).where(tasks.c.project_id == project_id, tasks.c.id == task_id)
+        )
+        row = result.first()
+        return None if row is None else row_to_task(row)
+
+    async def list(self, project_id: int, query: TaskQuery) -> TaskPage:
+        """One page of matching tasks, newest first by ``(first_seen_at, id)``."""
+        statement = (
+            sa.select(tasks)
+            .where(tasks.c.project_id == project_id, *self._conditions(query.filter))
+            .order_by(tasks.c.first_seen_at.desc(), tasks.c.id.desc())
+            # One more than asked: whether it exists says if there is a next page.
+            .limit(query.limit + 1)
+        )
+        if query.cursor is not None:
+            statement = statement.where(self._before(query.cursor))
+        result = await self._uow.execute(statement)
+        items = [row_to_task(row) for row in result]
+        more = len(items) > query.limit
+        del items[query.limit :]
+        return TaskPage(items=items, next_cursor=TaskCursor.after(items[-1]) if more else None)
+
+    def _conditions(self, selection: TaskFilter) -> Sequence[sa.ColumnElement[bool]]:
+        c = tasks.c
+        conditions: list[sa.ColumnElement[bool]] = []
+        if selection.states:
+            conditions.append(c.state.in_(sorted(state.value for state in selection.states)))
+        if selection.name is not None:
+            conditions.append(c.name == selection.name)
+        if selection.queue is not None:
+            conditions.append(c.queue == selection.queue)
+        if selection.worker is not None:
+            conditions.append(c.worker == selection.worker)
+        if selection.since is not None:
+            conditions.append(c.first_seen_at >= selection.since)
+        if selection.until is not None:
+            conditions.append(c.first_seen_at < selection.until)
+        if selection.text is not None:
+            text = selection.text
+            if self._uow.dialect == "postgresql":
+                name_lower = sa.func.lower(c.name)
+                # LIKE is case-sensitive on PostgreSQL, so it is a true prefix test.
+                id_prefix = c.id.startswith(text, autoescape=True)
+            else:
+                name_lower = sa.func.z4j_lower(c.name)
+                # SQLite's LIKE ignores ASCII case, which a prefix of an id must not.
+                id_prefix = sa.func.substr(c.id, 1, len(text)) == text
+            conditions.append(sa.or_(name_lower.contains(text.lower(), autoescape=True), id_prefix))
+        return conditions
+
+    def _before(self, cursor: TaskCursor) -> sa.ColumnElement[bool]:
+        """Tasks after ``cursor`` in list order: ``(first_seen_at, id) < (cursor's)``."""
+        c = tasks.c
+        when = sa.bindparam("cursor_first_seen_at", cursor.first_seen_at, type_=Timestamp)
+        task_id = sa.bindparam("cursor_task_id", cursor.task_id, type_=c.id.type)
+        if self._uow.dialect == "postgresql":
+            # A row-value comparison is one index range condition for PostgreSQL.
+            return sa.tuple_(c.first_seen_at, c.id) < sa.tuple_(when, task_id)
+        # SQLite turns the leading `<=` into the index range and checks the rest per row.
+        return sa.and_(
+            c.first_seen_at <= when,
+            sa.or_(c.first_seen_at < when, c.id < task_id),
+        )
+
+    async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
+        """Task counts per (queue, state), zero counts omitted."""
+        count = sa.func.count().label("n")
+        result = await self._uow.execute(
+            sa.select(tasks.c.queue, tasks.c.state, count)
+            .where(tasks.c.project_id == project_id)
+            .group_by(tasks.c.queue, tasks.c.state)
+        )
+        counts = [
+            QueueCount(queue=row.queue, state=TaskState(row.state), count=row.n) for row in result
+        ]
+        # Sorted here rather than in SQL: the order must not depend on the
+        # database's collation.
+        counts.sort(key=lambda qc: (qc.queue or "", qc.state.value))
+        return counts
+
+    async def count(self, project_id: int | None = None) -> int:
+        """How many tasks (in one project, or in all)."""
+        statement = sa.select(sa.func.count()).select_from(tasks)
+        if project_id is not None:
+            statement = statement.where(tasks.c.project_id == project_id)
+        return int((await self._uow.execute(statement)).scalar_one())
+
+
+class SqlTaskEventRepository:
+    """:class:`~z4j_domain.ports.TaskEventRepository` on SQLite or PostgreSQL."""
+
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    async def timeline(self, project_id: int, task_id: str) -> Sequence[TaskEvent]:
+        """A task's events in fold order (attempt, rank, clock, timestamp, id)."""
+        result = await self._uow.execute(
+            sa.select(task_events.c.payload).where(
+                task_events.c.project_id == project_id, task_events.c.task_id == task_id
+            )
+        )
+        events = [event_from_dict(payload) for payload in result.scalars()]
+        # The rank of a kind is domain knowledge, so the order is the domain's key.
+        events.sort(key=lambda event: event.key)
+        return events
