@@ -1,0 +1,133 @@
+"""Support for the web tests: backends and test data (an admin, a key, tasks, workers)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import attrs
+import sqlalchemy as sa
+
+from z4j_domain.ports import UnitOfWorkFactory
+from z4j_domain.projects import DEFAULT_PROJECT_SLUG
+from z4j_domain.tasks import TaskEvent
+from z4j_domain.testing import FakeClock, InMemoryStore, PlainPasswordHasher
+from z4j_domain.workers import Worker
+from z4j_infra.database import Database
+from z4j_infra.schema import api_keys
+from z4j_web import services
+
+ADMIN_EMAIL: Final = "admin@example.com"
+ADMIN_PASSWORD: Final = "correct horse battery staple"
+T0: Final = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@attrs.define
+class Backend:
+    """Where the app under test keeps its data, and a few test-only back doors into it."""
+
+    name: str
+    uow_factory: UnitOfWorkFactory
+    store: InMemoryStore | None = None
+    database: Database | None = None
+
+    async def revoke_key(self, key_id: int, at: datetime) -> None:
+        """Revoke an API key (the ports have no revocation yet, so reach under them)."""
+        if self.store is not None:
+            key = self.store.state.api_keys[key_id]
+            self.store.state.api_keys[key_id] = attrs.evolve(key, revoked_at=at)
+            return
+        assert self.database is not None
+        async with self.database.engine.begin() as connection:
+            await connection.execute(
+                sa.update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=at)
+            )
+
+
+def bearer(key: str) -> dict[str, Any]:
+    """The headers that authenticate with ``key``."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+@attrs.frozen(kw_only=True)
+class Seeded:
+    """What :func:`seed` created."""
+
+    key: str
+    key_id: int
+    project_id: int
+    task_ids: list[str]  # newest first, the order the API lists them in
+
+
+def event(task_id: str, kind: str, minute: float, **fields: Any) -> TaskEvent:
+    """An event of ``task_id`` at ``minute`` minutes past :data:`T0`."""
+    return TaskEvent(
+        id=f"{task_id}:{kind}:{fields.get('attempt', 0)}",
+        task_id=task_id,
+        kind=kind,
+        timestamp=T0 + timedelta(minutes=minute),
+        **fields,
+    )
+
+
+# (task id, name, queue, worker, final kind), first seen one minute apart.
+TASKS: Final = [
+    ("t-00", "app.send_mail", "mail", "w1@host", "succeeded"),
+    ("t-01", "app.send_mail", "mail", "w1@host", "failed"),
+    ("t-02", "app.resize", "celery", "w2@host", "succeeded"),
+    ("t-03", "app.resize", "celery", "w2@host", "started"),
+    ("t-04", "app.report", "celery", "w1@host", "retried"),
+    ("t-05", "app.report", None, None, "sent"),
+    ("t-06", "app.cleanup", "celery", "w2@host", "revoked"),
+]
+
+
+async def seed(uow_factory: UnitOfWorkFactory, clock: FakeClock) -> Seeded:
+    """Create the admin, the default project, an API key, :data:`TASKS` and two workers."""
+    await services.bootstrap(
+        uow_factory,
+        clock,
+        PlainPasswordHasher(),
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,
+    )
+    created = await services.create_api_key(uow_factory, clock, email=ADMIN_EMAIL, name="tests")
+    events: list[TaskEvent] = []
+    for minute, (task_id, name, queue, worker, final) in enumerate(TASKS):
+        sent = {"name": name, "queue": queue, "args": [minute], "kwargs": {"n": minute}}
+        events.append(event(task_id, "sent", minute, **sent))
+        if final == "sent":
+            continue
+        events.append(event(task_id, "received", minute + 0.1, worker=worker))
+        events.append(event(task_id, "started", minute + 0.2, worker=worker))
+        if final == "started":
+            continue
+        extra: dict[str, Any] = {"runtime": 1.5} if final == "succeeded" else {}
+        if final == "failed":
+            extra = {"exception": "ValueError('boom')", "traceback": "Traceback ..."}
+        events.append(event(task_id, final, minute + 0.3, worker=worker, **extra))
+    async with uow_factory() as uow:
+        project = await uow.projects.get_by_slug(DEFAULT_PROJECT_SLUG)
+        assert project is not None
+        # Deliberately out of order: the fold must not care.
+        await uow.tasks.apply_events(project.id, list(reversed(events)))
+        for hostname in ("w2@host", "w1@host"):
+            await uow.workers.save(
+                project.id,
+                Worker(
+                    hostname=hostname,
+                    status="online",
+                    first_seen_at=T0,
+                    last_heartbeat_at=T0 + timedelta(minutes=10),
+                    pool="prefork",
+                    concurrency=4,
+                    queues=["celery", "mail"],
+                ),
+            )
+        await uow.commit()
+    return Seeded(
+        key=created.key,
+        key_id=created.api_key.id,
+        project_id=project.id,
+        task_ids=[task_id for task_id, *_ in reversed(TASKS)],
+    )

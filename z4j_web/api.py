@@ -1,0 +1,100 @@
+"""The project-scoped read API: tasks, a task's timeline, workers and queues."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from quart import Blueprint, request
+from werkzeug.datastructures import MultiDict
+
+from z4j_domain.errors import InvalidInput
+from z4j_domain.queries import TaskQuery
+from z4j_domain.serialization import event_to_dict, task_to_dict, worker_to_dict
+from z4j_web import services
+from z4j_web.auth import require_api_key
+from z4j_web.runtime import current_runtime
+
+__all__ = ["blueprint", "task_query_params"]
+
+blueprint = Blueprint("api", __name__, url_prefix="/api/v1/projects/<project>")
+
+_SCALAR_PARAMS: Final = frozenset(
+    {"name", "queue", "worker", "since", "until", "text", "q", "limit", "cursor"}
+)
+_TASK_PARAMS: Final = _SCALAR_PARAMS | {"state"}
+# "...T12:00:00 01:00": an offset whose "+" the query string decoded into a space.
+_LOST_PLUS: Final = re.compile(r"(T[0-9:.]+) ([0-9]{2}:?[0-9]{2})$")
+
+
+def task_query_params(args: MultiDict[str, str]) -> dict[str, Any]:
+    """Turn the task list's query string into :meth:`TaskQuery.from_params` input.
+
+    ``state`` may repeat or be comma-separated; ``q`` is an alias of ``text``.
+    Unknown or repeated parameters are refused rather than ignored, so a typo
+    (``status=failed``) cannot silently return every task.
+    """
+    unknown = sorted(set(args) - _TASK_PARAMS)
+    if unknown:
+        allowed = ", ".join(sorted(_TASK_PARAMS))
+        raise InvalidInput(f"unknown parameter {unknown[0]!r}; expected one of: {allowed}")
+    params: dict[str, Any] = {}
+    for key in _SCALAR_PARAMS & set(args):
+        values = args.getlist(key)
+        if len(values) > 1:
+            raise InvalidInput(f"parameter {key!r} given more than once")
+        params[key] = values[0]
+    states = [part for value in args.getlist("state") for part in value.split(",") if part]
+    if states:
+        params["state"] = states
+    for key in ("since", "until"):
+        if key in params:
+            # Unencoded "+" is the most common way to get a timestamp wrong in a URL.
+            params[key] = _LOST_PLUS.sub(r"\1+\2", params[key])
+    alias = params.pop("q", None)
+    if alias is not None:
+        if params.get("text", alias) != alias:
+            raise InvalidInput("pass either text or q, not both")
+        params["text"] = alias
+    return params
+
+
+@blueprint.get("/tasks")
+@require_api_key
+async def list_tasks(project: str) -> dict[str, Any]:
+    """One page of the project's tasks, newest first, with the next page's cursor."""
+    query = TaskQuery.from_params(task_query_params(request.args))
+    page = await services.list_tasks(current_runtime().uow, project, query)
+    return {
+        "items": [task_to_dict(task) for task in page.items],
+        "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
+    }
+
+
+@blueprint.get("/tasks/<path:task_id>")
+@require_api_key
+async def get_task(project: str, task_id: str) -> dict[str, Any]:
+    """A task and its events in timeline order."""
+    task, events = await services.get_task(current_runtime().uow, project, task_id)
+    return {**task_to_dict(task), "events": [event_to_dict(event) for event in events]}
+
+
+@blueprint.get("/workers")
+@require_api_key
+async def list_workers(project: str) -> dict[str, Any]:
+    """The project's workers, by hostname."""
+    workers = await services.list_workers(current_runtime().uow, project)
+    return {"items": [worker_to_dict(worker) for worker in workers]}
+
+
+@blueprint.get("/queues")
+@require_api_key
+async def list_queues(project: str) -> dict[str, Any]:
+    """Task counts per queue and state."""
+    summaries = await services.queue_summaries(current_runtime().uow, project)
+    return {
+        "items": [
+            {"queue": summary.queue, "counts": summary.counts, "total": summary.total}
+            for summary in summaries
+        ]
+    }

@@ -1,0 +1,275 @@
+"""The ``z4j`` command: serve, check, status, migrate and API keys.
+
+Every command reads its settings through :func:`z4j_infra.settings.load_settings`
+(so ``Z4J_HOME``, ``Z4J_DATABASE_URL``, ... apply everywhere). Failures end
+with a one-line message on stderr, never a traceback: exit status 2 for a
+configuration problem, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, Final, NoReturn, ParamSpec, TypeVar
+
+import click
+
+from z4j_domain.errors import Z4jError
+from z4j_infra.clock import SystemClock
+from z4j_infra.database import Database
+from z4j_infra.errors import ConfigError
+from z4j_infra.migrations import migrate as migrate_database
+from z4j_infra.migrations import revisions
+from z4j_infra.settings import Settings, load_settings
+from z4j_web import services
+from z4j_web.runtime import uow_factory_of
+from z4j_web.version import version
+
+__all__ = ["main"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_FAILURE: Final = 1
+EXIT_CONFIG: Final = 2
+EXIT_INTERRUPTED: Final = 130
+# A check or command against a database that never answers should fail, not hang.
+_DATABASE_TIMEOUT: Final = 30.0
+
+
+class CommandFailed(Exception):
+    """Ends a command with a one-line message and an exit status."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _fail(message: str, exit_code: int) -> NoReturn:
+    click.echo(f"z4j: error: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def _handled(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn expected failures into a one-line message and an exit status."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as error:
+            _fail(str(error), EXIT_CONFIG)
+        except CommandFailed as error:
+            _fail(str(error), error.exit_code)
+        except Z4jError as error:
+            _fail(str(error), EXIT_FAILURE)
+        except TimeoutError:
+            _fail(f"the database did not answer within {_DATABASE_TIMEOUT:.0f} s", EXIT_FAILURE)
+        except KeyboardInterrupt:
+            # Ctrl-C before serving took over the signals (e.g. during a migration).
+            _fail("interrupted", EXIT_INTERRUPTED)
+
+    return wrapper
+
+
+def _run(coroutine: Coroutine[Any, Any, R]) -> R:
+    return asyncio.run(coroutine)
+
+
+def _configure_logging() -> None:
+    # The default format ("INFO:z4j.setup:...") is the one the docs show; stderr
+    # keeps stdout free for output that scripts read.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
+    # Alembic narrates its context set-up at INFO on every run; z4j says itself
+    # what a migration did.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@asynccontextmanager
+async def _database(settings: Settings, *, require_head: bool = True) -> AsyncIterator[Database]:
+    async with asyncio.timeout(_DATABASE_TIMEOUT):
+        database = await Database.connect(settings.database_url)
+    try:
+        if require_head:
+            async with asyncio.timeout(_DATABASE_TIMEOUT):
+                current, head = await revisions(database)
+            if current != head:
+                state = "not migrated" if current is None else f"at revision {current}, not {head}"
+                raise CommandFailed(f"the database is {state}; run `z4j migrate` first")
+        yield database
+    finally:
+        await database.dispose()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version(), "--version", "-V", prog_name="z4j", message="%(prog)s %(version)s")
+def main() -> None:
+    """z4j: a control plane for Celery with persistent, searchable task history.
+
+    Configure with environment variables: Z4J_HOME (state directory, ~/.z4j),
+    Z4J_DATABASE_URL (sqlite:///... or postgresql://...), Z4J_HOST, Z4J_PORT,
+    Z4J_SECRET, Z4J_BOOTSTRAP_ADMIN_EMAIL and Z4J_BOOTSTRAP_ADMIN_PASSWORD.
+    """
+
+
+@main.command()
+@click.option("--host", help="Address to listen on (default: Z4J_HOST or 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), help="Port to listen on (default: Z4J_PORT or 7700)."
+)
+@_handled
+def serve(host: str | None, port: int | None) -> None:
+    """Migrate the database, then serve the dashboard and API until SIGINT/SIGTERM.
+
+    On first boot (no user yet) a single-use setup link is logged to stderr;
+    open it to create the first admin.
+    """
+    from z4j_web import server  # hypercorn is only needed here
+
+    _configure_logging()
+    settings = load_settings()
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if overrides:
+        import attrs
+
+        settings = attrs.evolve(settings, **overrides)
+    _run(server.run(settings))
+
+
+@main.command()
+@_handled
+def check() -> None:
+    """Check the configuration, database connectivity and schema revision."""
+    failed = _run(_check())
+    if failed:
+        raise CommandFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}")
+
+
+async def _check() -> list[str]:
+    try:
+        settings = load_settings()
+        database = await Database.connect(settings.database_url)
+    except ConfigError as error:
+        click.echo(f"FAIL  config: {error}")
+        raise CommandFailed(str(error), EXIT_CONFIG) from None
+    click.echo(f"ok    config: Z4J_HOME={settings.home}, database {database.safe_url}")
+    try:
+        async with asyncio.timeout(_DATABASE_TIMEOUT):
+            checks = await services.check_database(database)
+    except TimeoutError:
+        checks = [
+            services.Check(
+                name="database",
+                ok=False,
+                detail=f"no answer within {_DATABASE_TIMEOUT:.0f} s from {database.safe_url}",
+            )
+        ]
+    finally:
+        await database.dispose()
+    for item in checks:
+        click.echo(f"{'ok  ' if item.ok else 'FAIL'}  {item.name}: {item.detail}")
+    return [item.name for item in checks if not item.ok]
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_handled
+def status(as_json: bool) -> None:
+    """Show the version and how many users, projects, agents, tasks and workers exist."""
+    settings = load_settings()
+    dialect, counts = _run(_status(settings))
+    fields = {
+        "users": counts.users,
+        "projects": counts.projects,
+        "agents": counts.agents,
+        "tasks": counts.tasks,
+        "workers": counts.workers,
+    }
+    if as_json:
+        click.echo(json.dumps({"version": version(), "database": dialect, **fields}))
+        return
+    click.echo(f"z4j {version()}")
+    click.echo(f"{'database':<10}{dialect}")
+    for name, value in fields.items():
+        click.echo(f"{name:<10}{value}")
+
+
+async def _status(settings: Settings) -> tuple[str, services.StatusCounts]:
+    async with _database(settings) as database, asyncio.timeout(_DATABASE_TIMEOUT):
+        return database.dialect, await services.status_counts(uow_factory_of(database))
+
+
+@main.command()
+@_handled
+def migrate() -> None:
+    """Upgrade the database schema to the current head (safe to run repeatedly)."""
+    _configure_logging()
+    settings = load_settings()
+    before, after = _run(_migrate(settings))
+    if before == after:
+        click.echo(f"the database is already at head ({after})")
+    else:
+        click.echo(f"migrated the database from {before or 'empty'} to {after}")
+
+
+async def _migrate(settings: Settings) -> tuple[str | None, str | None]:
+    async with _database(settings, require_head=False) as database:
+        before, _ = await revisions(database)
+        await migrate_database(database)
+        after, _ = await revisions(database)
+    return before, after
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """Manage API keys (Bearer keys for scripts and the REST API)."""
+
+
+@api_key.command("create")
+@click.option("--email", required=True, help="The user the key acts as.")
+@click.option("--name", default="cli", show_default=True, help="What the key is for.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"key": ...} as JSON.')
+@_handled
+def api_key_create(email: str, name: str, as_json: bool) -> None:
+    """Create an API key for a user and print it (it is shown only this once)."""
+    settings = load_settings()
+    created = _run(_create_api_key(settings, email=email, name=name))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "key": created.key,
+                    "id": created.api_key.id,
+                    "name": created.api_key.name,
+                    "email": created.user.email,
+                }
+            )
+        )
+        return
+    # The key alone on stdout, so that KEY=$(z4j api-key create ...) works.
+    click.echo(created.key)
+    click.echo(
+        f"API key {created.api_key.name!r} for {created.user.email}: store it now,"
+        " it is not shown again. Send it as 'Authorization: Bearer <key>'.",
+        err=True,
+    )
+
+
+async def _create_api_key(settings: Settings, *, email: str, name: str) -> services.NewApiKey:
+    async with _database(settings) as database:
+        return await services.create_api_key(
+            uow_factory_of(database), SystemClock(), email=email, name=name
+        )
+
+
+if __name__ == "__main__":
+    main(prog_name="z4j")

@@ -1,0 +1,51 @@
+"""What a running app holds: settings and the adapters the composition root wired in."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+import attrs
+from quart import current_app
+
+from z4j_domain.ports import Clock, PasswordHasher, UnitOfWorkFactory
+
+if TYPE_CHECKING:
+    from z4j_infra.database import Database
+    from z4j_infra.settings import Settings
+
+__all__ = ["EXTENSION_KEY", "Runtime", "current_runtime", "uow_factory_of"]
+
+#: Where the runtime lives in ``app.extensions``.
+EXTENSION_KEY: Final = "z4j"
+
+
+@attrs.define
+class Runtime:
+    """The app's long-lived services; the database ones are set when serving starts."""
+
+    settings: Settings
+    clock: Clock
+    password_hasher: PasswordHasher
+    uow_factory: UnitOfWorkFactory | None = None
+    #: The database behind ``uow_factory`` when there is one (readiness checks use it).
+    database: Database | None = None
+    #: Whether the app connected ``database`` itself, and so must dispose of it.
+    owns_database: bool = False
+
+    @property
+    def uow(self) -> UnitOfWorkFactory:
+        """The unit-of-work factory; fails loudly if used before serving started."""
+        if self.uow_factory is None:
+            raise RuntimeError("the database is not connected: the app is not serving")
+        return self.uow_factory
+
+
+def current_runtime() -> Runtime:
+    """The runtime of the app handling the current request."""
+    runtime: Runtime = current_app.extensions[EXTENSION_KEY]
+    return runtime
+
+
+def uow_factory_of(database: Database) -> UnitOfWorkFactory:
+    """``database.unit_of_work`` typed as the domain's port."""
+    return database.unit_of_work

@@ -1,0 +1,465 @@
+"""The web shell's use cases, as plain async functions over the domain's ports.
+
+Routes and the ``z4j`` command both call these, so each rule (how first boot
+works, what a setup token is, how an API key authenticates) lives once. Each
+function takes the adapters it needs (a unit-of-work factory, a clock, a
+password hasher) as arguments and opens its own transactions.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio.to_thread
+import attrs
+
+from z4j_domain.encoding import utc_isoformat
+from z4j_domain.errors import Conflict, InvalidInput, NotFound
+from z4j_domain.ports import Clock, PasswordHasher, UnitOfWork, UnitOfWorkFactory
+from z4j_domain.projects import DEFAULT_PROJECT_SLUG, Project
+from z4j_domain.queries import QueueCount, TaskPage, TaskQuery
+from z4j_domain.tasks import Task, TaskEvent
+from z4j_domain.users import API_KEY_PREFIX, ApiKey, User, hash_secret, normalize_email
+from z4j_domain.workers import Worker
+from z4j_infra.errors import StorageError
+from z4j_infra.secrets import new_token
+from z4j_web.errors import (
+    AuthenticationFailed,
+    SetupAlreadyDone,
+    SetupTokenExpired,
+    SetupTokenInvalid,
+)
+
+if TYPE_CHECKING:
+    from z4j_infra.database import Database
+
+__all__ = [
+    "MIN_PASSWORD_LENGTH",
+    "SETUP_TOKEN_KEY",
+    "SETUP_TOKEN_TTL",
+    "BootstrapResult",
+    "Check",
+    "NewApiKey",
+    "Principal",
+    "QueueSummary",
+    "StatusCounts",
+    "authenticate",
+    "bootstrap",
+    "check_database",
+    "complete_setup",
+    "create_api_key",
+    "get_project",
+    "get_task",
+    "list_tasks",
+    "list_workers",
+    "queue_summaries",
+    "status_counts",
+    "validate_password",
+    "verify_setup_token",
+]
+
+#: The settings key holding the pending setup token's hash and expiry.
+SETUP_TOKEN_KEY: Final = "setup_token"  # noqa: S105 - a settings key, not a secret
+#: How long a first-boot setup link stays valid.
+SETUP_TOKEN_TTL: Final = timedelta(hours=1)
+MIN_PASSWORD_LENGTH: Final = 12
+# argon2 copes with any length, but a bound keeps one request's CPU cost bounded.
+MAX_PASSWORD_LENGTH: Final = 1024
+MAX_API_KEY_NAME_LENGTH: Final = 100
+# Keys are ~48 characters; anything much longer is not one of ours.
+_MAX_API_KEY_LENGTH: Final = 256
+#: How many characters of a key are kept in clear so a person can recognise it.
+_API_KEY_DISPLAY_LENGTH: Final = len(API_KEY_PREFIX) + 6
+# Recording every use of a key would turn every read request into a write;
+# a key's last use is only ever shown to about the minute.
+_TOUCH_INTERVAL: Final = timedelta(seconds=60)
+_INVALID_SETUP_LINK: Final = (
+    "this setup link is invalid or was already used;"
+    " the current one is in the log of the last `z4j serve`"
+)
+
+
+# -- first boot ---------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class BootstrapResult:
+    """What first-boot bootstrap did.
+
+    Exactly one of the three holds: an admin was created from the
+    bootstrap-admin settings (``admin``), a setup token was issued
+    (``setup_token``, shown to the operator once), or users already existed
+    (both ``None``).
+    """
+
+    admin: User | None = None
+    setup_token: str | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def already_set_up(self) -> bool:
+        """Whether there was nothing to do because a user already exists."""
+        return self.admin is None and self.setup_token is None
+
+
+def _normalize_email(email: str) -> str:
+    # normalize_email accepts control characters, and PostgreSQL cannot store NUL.
+    if isinstance(email, str) and "\x00" in email:
+        raise InvalidInput("invalid email address: it contains a NUL character")
+    return normalize_email(email)
+
+
+def validate_password(password: str) -> str:
+    """Return ``password`` if it is acceptable for an account, else raise :class:`InvalidInput`."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"the password must be at least {MIN_PASSWORD_LENGTH} characters long")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"the password must be at most {MAX_PASSWORD_LENGTH} characters long")
+    return password
+
+
+async def _hash_password(hasher: PasswordHasher, password: str) -> str:
+    # argon2 is deliberately slow (tens of milliseconds of CPU): keep it off the event loop.
+    return await anyio.to_thread.run_sync(hasher.hash, password)
+
+
+async def _ensure_default_project(uow: UnitOfWork, now: datetime) -> Project:
+    project = await uow.projects.get_by_slug(DEFAULT_PROJECT_SLUG)
+    if project is None:
+        project = await uow.projects.create(
+            slug=DEFAULT_PROJECT_SLUG, name="Default", created_at=now
+        )
+    return project
+
+
+async def bootstrap(
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    hasher: PasswordHasher,
+    *,
+    admin_email: str | None = None,
+    admin_password: str | None = None,
+    token_ttl: timedelta = SETUP_TOKEN_TTL,
+) -> BootstrapResult:
+    """Make sure a fresh instance can be set up; call once per boot.
+
+    When no user exists: with ``admin_email`` and ``admin_password`` create that
+    admin and the default project; otherwise issue a single-use setup token
+    (replacing any earlier one), store only its hash and expiry, and return the
+    token so the caller can show the setup link.
+    """
+    async with uow_factory() as uow:
+        if await uow.users.count():
+            return BootstrapResult()
+
+    if admin_email or admin_password:
+        if not (admin_email and admin_password):
+            raise InvalidInput(
+                "set both the bootstrap admin email and password, or neither"
+                " (to get a setup link instead)"
+            )
+        email = _normalize_email(admin_email)
+        password_hash = await _hash_password(hasher, validate_password(admin_password))
+        try:
+            async with uow_factory() as uow:
+                if await uow.users.count():
+                    return BootstrapResult()
+                now = clock.now()
+                admin = await uow.users.create(
+                    email=email, password_hash=password_hash, is_admin=True, created_at=now
+                )
+                await _ensure_default_project(uow, now)
+                await uow.settings.delete(SETUP_TOKEN_KEY)
+                await uow.commit()
+        except Conflict:
+            # Another brain process booting at the same moment created it first.
+            return BootstrapResult()
+        return BootstrapResult(admin=admin)
+
+    token = new_token()
+    expires_at = clock.now() + token_ttl
+    async with uow_factory() as uow:
+        await uow.settings.set(
+            SETUP_TOKEN_KEY,
+            {"hash": hash_secret(token), "expires_at": utc_isoformat(expires_at)},
+        )
+        await uow.commit()
+    return BootstrapResult(setup_token=token, expires_at=expires_at)
+
+
+async def _check_setup_token(uow: UnitOfWork, clock: Clock, token: str) -> None:
+    if await uow.users.count():
+        raise SetupAlreadyDone("setup is already complete: the first admin exists")
+    stored: Any = await uow.settings.get(SETUP_TOKEN_KEY)
+    if not isinstance(token, str) or not token or not isinstance(stored, dict):
+        raise SetupTokenInvalid(_INVALID_SETUP_LINK)
+    if not hmac.compare_digest(str(stored.get("hash", "")), hash_secret(token)):
+        raise SetupTokenInvalid(_INVALID_SETUP_LINK)
+    try:
+        expires_at = datetime.fromisoformat(str(stored["expires_at"]))
+    except (KeyError, ValueError):
+        raise SetupTokenInvalid(_INVALID_SETUP_LINK) from None
+    if clock.now() >= expires_at:
+        raise SetupTokenExpired("this setup link has expired; restart `z4j serve` to get a new one")
+
+
+async def verify_setup_token(uow_factory: UnitOfWorkFactory, clock: Clock, token: str) -> None:
+    """Raise unless ``token`` is the pending, unexpired setup token."""
+    async with uow_factory() as uow:
+        await _check_setup_token(uow, clock, token)
+
+
+async def complete_setup(
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    hasher: PasswordHasher,
+    *,
+    token: str,
+    email: str,
+    password: str,
+) -> User:
+    """Create the first admin (and the default project) with the setup token, using it up.
+
+    The token is deleted in the same transaction that creates the user, and
+    that deletion must find the token: of two concurrent uses, the database
+    lets only one delete it, so the other fails with :class:`SetupTokenInvalid`.
+    """
+    await verify_setup_token(uow_factory, clock, token)
+    normalized = _normalize_email(email)
+    password_hash = await _hash_password(hasher, validate_password(password))
+    try:
+        return await _create_first_admin(uow_factory, clock, token, normalized, password_hash)
+    except StorageError:
+        # SQLite refuses, rather than waits for, a writer whose transaction began
+        # by reading while another one committed ("database is locked"). Once
+        # more, the loser of such a race sees the winner's admin and is told so.
+        return await _create_first_admin(uow_factory, clock, token, normalized, password_hash)
+
+
+async def _create_first_admin(
+    uow_factory: UnitOfWorkFactory, clock: Clock, token: str, email: str, password_hash: str
+) -> User:
+    async with uow_factory() as uow:
+        await _check_setup_token(uow, clock, token)
+        if not await uow.settings.delete(SETUP_TOKEN_KEY):
+            raise SetupTokenInvalid(_INVALID_SETUP_LINK)
+        now = clock.now()
+        try:
+            admin = await uow.users.create(
+                email=email, password_hash=password_hash, is_admin=True, created_at=now
+            )
+        except Conflict:
+            raise SetupAlreadyDone("setup is already complete: the first admin exists") from None
+        await _ensure_default_project(uow, now)
+        await uow.commit()
+    return admin
+
+
+# -- API keys -----------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class NewApiKey:
+    """A freshly minted API key; ``key`` is the only time the secret is available."""
+
+    key: str = attrs.field(repr=False)
+    api_key: ApiKey
+    user: User
+
+
+@attrs.frozen(kw_only=True)
+class Principal:
+    """Who a request acts as: the user and the key that authenticated it."""
+
+    user: User
+    api_key: ApiKey
+
+
+async def create_api_key(
+    uow_factory: UnitOfWorkFactory, clock: Clock, *, email: str, name: str
+) -> NewApiKey:
+    """Mint an API key for the user with ``email``; only its hash is stored."""
+    normalized = _normalize_email(email)
+    name = name.strip() if isinstance(name, str) else ""
+    if not name:
+        raise InvalidInput("an API key needs a name (what it is for, e.g. 'ci')")
+    if len(name) > MAX_API_KEY_NAME_LENGTH:
+        raise InvalidInput(f"an API key's name is at most {MAX_API_KEY_NAME_LENGTH} characters")
+    if not name.isprintable():
+        raise InvalidInput("an API key's name must be printable text (no control characters)")
+    key = new_token(prefix=API_KEY_PREFIX)
+    async with uow_factory() as uow:
+        user = await uow.users.get_by_email(normalized)
+        if user is None:
+            raise NotFound(f"no user with email {normalized!r}")
+        api_key = await uow.api_keys.create(
+            user_id=user.id,
+            name=name,
+            key_hash=hash_secret(key),
+            prefix=key[:_API_KEY_DISPLAY_LENGTH],
+            created_at=clock.now(),
+        )
+        await uow.commit()
+    return NewApiKey(key=key, api_key=api_key, user=user)
+
+
+async def authenticate(uow_factory: UnitOfWorkFactory, clock: Clock, key: str) -> Principal:
+    """Return who ``key`` belongs to, or raise :class:`AuthenticationFailed`."""
+    rejected = AuthenticationFailed("invalid or revoked API key", credentials_given=True)
+    if not key.startswith(API_KEY_PREFIX) or len(key) > _MAX_API_KEY_LENGTH:
+        raise rejected
+    async with uow_factory() as uow:
+        api_key = await uow.api_keys.get_by_hash(hash_secret(key))
+        if api_key is None or not api_key.is_active:
+            raise rejected
+        user = await uow.users.get(api_key.user_id)
+        if user is None:
+            raise rejected
+        now = clock.now()
+        if api_key.last_used_at is None or now - api_key.last_used_at >= _TOUCH_INTERVAL:
+            await uow.api_keys.touch(api_key.id, now)
+            await uow.commit()
+            api_key = attrs.evolve(api_key, last_used_at=now)
+    return Principal(user=user, api_key=api_key)
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+async def get_project(uow: UnitOfWork, slug: str) -> Project:
+    """The project with ``slug``, or raise :class:`NotFound`."""
+    project = await uow.projects.get_by_slug(slug)
+    if project is None:
+        raise NotFound(f"no project {slug!r}")
+    return project
+
+
+async def list_tasks(
+    uow_factory: UnitOfWorkFactory, project_slug: str, query: TaskQuery
+) -> TaskPage:
+    """One page of the project's tasks matching ``query``."""
+    async with uow_factory() as uow:
+        project = await get_project(uow, project_slug)
+        return await uow.tasks.list(project.id, query)
+
+
+async def get_task(
+    uow_factory: UnitOfWorkFactory, project_slug: str, task_id: str
+) -> tuple[Task, Sequence[TaskEvent]]:
+    """A task and its events in timeline order, or raise :class:`NotFound`."""
+    async with uow_factory() as uow:
+        project = await get_project(uow, project_slug)
+        task = await uow.tasks.get(project.id, task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id!r} in project {project_slug!r}")
+        return task, await uow.events.timeline(project.id, task_id)
+
+
+async def list_workers(uow_factory: UnitOfWorkFactory, project_slug: str) -> Sequence[Worker]:
+    """The project's workers, by hostname."""
+    async with uow_factory() as uow:
+        project = await get_project(uow, project_slug)
+        return await uow.workers.list(project.id)
+
+
+@attrs.frozen(kw_only=True)
+class QueueSummary:
+    """Task counts of one queue, per state (``queue`` is ``None`` when unknown)."""
+
+    queue: str | None
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """Tasks of the queue in any state."""
+        return sum(self.counts.values())
+
+
+def summarize_queues(counts: Sequence[QueueCount]) -> list[QueueSummary]:
+    """Group per-(queue, state) counts by queue, queues by name with the unknown one last."""
+    by_queue: dict[str | None, dict[str, int]] = {}
+    for row in counts:
+        states = by_queue.setdefault(row.queue, {})
+        states[row.state.value] = states.get(row.state.value, 0) + row.count
+    order = sorted(by_queue, key=lambda q: (q is None, q or ""))
+    return [QueueSummary(queue=q, counts=dict(sorted(by_queue[q].items()))) for q in order]
+
+
+async def queue_summaries(uow_factory: UnitOfWorkFactory, project_slug: str) -> list[QueueSummary]:
+    """Task counts per queue and state for the project."""
+    async with uow_factory() as uow:
+        project = await get_project(uow, project_slug)
+        return summarize_queues(await uow.tasks.queue_counts(project.id))
+
+
+@attrs.frozen(kw_only=True)
+class StatusCounts:
+    """How much the instance holds, for ``z4j status``."""
+
+    users: int
+    projects: int
+    agents: int
+    tasks: int
+    workers: int
+
+
+async def status_counts(uow_factory: UnitOfWorkFactory) -> StatusCounts:
+    """Count users, projects, agents, tasks and workers across the instance."""
+    async with uow_factory() as uow:
+        return StatusCounts(
+            users=await uow.users.count(),
+            projects=await uow.projects.count(),
+            agents=await uow.agents.count(),
+            tasks=await uow.tasks.count(),
+            workers=await uow.workers.count(),
+        )
+
+
+# -- health -------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Check:
+    """The outcome of one operational check (``z4j check``, ``/api/v1/ready``)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+async def check_database(database: Database) -> list[Check]:
+    """Check that the database answers and its schema is at the migrations' head.
+
+    Never raises: every failure becomes a failed :class:`Check` whose detail
+    says what to do about it.
+    """
+    from z4j_infra.migrations import revisions
+
+    try:
+        await database.ping()
+    except Exception as error:  # a check reports any failure; it must not crash the caller
+        return [Check(name="database", ok=False, detail=str(error) or type(error).__name__)]
+    checks = [Check(name="database", ok=True, detail=f"connected ({database.dialect})")]
+    try:
+        current, head = await revisions(database)
+    except Exception as error:  # same: report, do not raise
+        checks.append(
+            Check(name="migrations", ok=False, detail=f"cannot read the schema revision: {error}")
+        )
+        return checks
+    if current == head:
+        checks.append(Check(name="migrations", ok=True, detail=f"at head ({head})"))
+    else:
+        where = "empty (never migrated)" if current is None else f"at revision {current}"
+        checks.append(
+            Check(
+                name="migrations",
+                ok=False,
+                detail=f"the database schema is {where} but this z4j needs {head};"
+                " run `z4j migrate`",
+            )
+        )
+    return checks
