@@ -158,13 +158,25 @@ def batches(events: Sequence[TaskEvent], size: int) -> list[Sequence[TaskEvent]]
     return [events[i : i + size] for i in range(0, len(events), size)]
 
 
-async def ingest(db: Database, project_id: int, stream: list[Sequence[TaskEvent]]) -> float:
-    """Apply every batch (one unit of work and commit each); return the seconds it took."""
+async def ingest(
+    db: Database, project_id: int, stream: list[Sequence[TaskEvent]], writers: int = 1
+) -> float:
+    """Apply every batch (one unit of work and commit each); return the seconds it took.
+
+    With several writers, each takes the next batch as soon as it is free, on a
+    connection of its own, the way several brain processes share a database:
+    one folds in Python while another's statements run in PostgreSQL.
+    """
+    pending = iter(stream)
+
+    async def writer() -> None:
+        for batch in pending:
+            async with db.unit_of_work() as uow:
+                await uow.tasks.apply_events(project_id, batch)
+                await uow.commit()
+
     started = time.perf_counter()
-    for batch in stream:
-        async with db.unit_of_work() as uow:
-            await uow.tasks.apply_events(project_id, batch)
-            await uow.commit()
+    await asyncio.gather(*(writer() for _ in range(writers)))
     return time.perf_counter() - started
 
 
@@ -193,7 +205,7 @@ async def run_backend(url: str, events: list[TaskEvent], args: argparse.Namespac
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
-        seconds = await ingest(db, project.id, stream)
+        seconds = await ingest(db, project.id, stream, args.writers)
         if profiler is not None:
             profiler.disable()
             stats = pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "cumulative"))
@@ -227,6 +239,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument(
+        "--writers", type=int, default=1, help="concurrent units of work taking batches in turn"
+    )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get(
