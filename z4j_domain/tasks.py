@@ -30,6 +30,7 @@ result does not depend on arrival order.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -37,7 +38,7 @@ from typing import Any, Final
 import attrs
 
 from z4j_domain._validators import aware_utc, non_empty, non_negative, optional_aware_utc
-from z4j_domain.encoding import canonical_json
+from z4j_domain.encoding import canonical_json, storable_json, storable_text
 from z4j_domain.errors import InvalidInput
 
 __all__ = [
@@ -148,12 +149,53 @@ class EventKey:
     event_id: str
 
 
+#: Longest id (event, task, canvas link) z4j stores; Celery's are 36-character UUIDs.
+MAX_ID_LENGTH: Final = 255
+
+
 def _optional_str(value: object) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
+    return storable_text(value)
+
+
+def _optional_id(value: object) -> str | None:
+    text = _optional_str(value)
+    if text is not None and len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"an id may be at most {MAX_ID_LENGTH} characters, got {len(text)}")
+    return text
+
+
+def _id(value: object) -> str:
+    text = _optional_id(value)
+    if text is None:
+        raise ValueError("an id must be a non-empty string")
+    return text
+
+
+def _finite(_instance: Any, attribute: Any, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{attribute.name} must be a finite number, got {value!r}")
+
+
+def _optional_args(value: object) -> list[JSONValue] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"args must be a list, got {type(value).__name__}")
+    stored: list[JSONValue] = storable_json(value)
+    return stored
+
+
+def _optional_kwargs(value: object) -> dict[str, JSONValue] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"kwargs must be an object, got {type(value).__name__}")
+    stored: dict[str, JSONValue] = storable_json(value)
+    return stored
 
 
 @attrs.frozen(kw_only=True)
@@ -166,8 +208,8 @@ class TaskEvent:
     redelivery, and the fold lets a higher attempt start the task again.
     """
 
-    id: str = attrs.field(validator=non_empty)
-    task_id: str = attrs.field(validator=non_empty)
+    id: str = attrs.field(converter=_id)
+    task_id: str = attrs.field(converter=_id)
     kind: EventKind = attrs.field(converter=EventKind)
     timestamp: datetime = attrs.field(converter=aware_utc)
     attempt: int = attrs.field(default=0, validator=non_negative)
@@ -176,19 +218,19 @@ class TaskEvent:
     queue: str | None = attrs.field(default=None, converter=_optional_str)
     routing_key: str | None = attrs.field(default=None, converter=_optional_str)
     worker: str | None = attrs.field(default=None, converter=_optional_str)
-    args: list[JSONValue] | None = None
-    kwargs: dict[str, JSONValue] | None = None
-    result: JSONValue = None
-    exception: str | None = None
-    traceback: str | None = None
-    runtime: float | None = attrs.field(default=None, validator=non_negative)
+    args: list[JSONValue] | None = attrs.field(default=None, converter=_optional_args)
+    kwargs: dict[str, JSONValue] | None = attrs.field(default=None, converter=_optional_kwargs)
+    result: JSONValue = attrs.field(default=None, converter=storable_json)
+    exception: str | None = attrs.field(default=None, converter=_optional_str)
+    traceback: str | None = attrs.field(default=None, converter=_optional_str)
+    runtime: float | None = attrs.field(default=None, validator=[non_negative, _finite])
     retries: int | None = attrs.field(default=None, validator=non_negative)
     eta: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
     expires: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
-    root_id: str | None = attrs.field(default=None, converter=_optional_str)
-    parent_id: str | None = attrs.field(default=None, converter=_optional_str)
-    group_id: str | None = attrs.field(default=None, converter=_optional_str)
-    chord_id: str | None = attrs.field(default=None, converter=_optional_str)
+    root_id: str | None = attrs.field(default=None, converter=_optional_id)
+    parent_id: str | None = attrs.field(default=None, converter=_optional_id)
+    group_id: str | None = attrs.field(default=None, converter=_optional_id)
+    chord_id: str | None = attrs.field(default=None, converter=_optional_id)
 
     @property
     def key_tuple(self) -> tuple[int, int, int, datetime, str]:

@@ -148,6 +148,35 @@ async def test_apply_events_stores_the_domain_fold(uow_factory: UnitOfWorkFactor
             assert await uow.tasks.get(project, task_id) == task
 
 
+async def test_payloads_no_database_accepts_raw_are_stored_in_their_storable_form(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """NaN, infinities and NUL in one task's payload do not fail the batch on any backend."""
+    project = await new_project(uow_factory)
+    odd = TaskEvent(
+        id="odd-1",
+        task_id="odd",
+        kind=EventKind.FAILED,
+        timestamp=at(1),
+        args=[float("nan"), "a\x00b"],
+        kwargs={"limit": float("inf")},
+        result={"x": float("-inf")},
+        exception="Boom\x00",
+        traceback="Traceback\x00",
+    )
+    plain = TaskEvent(id="plain-1", task_id="plain", kind=EventKind.SENT, timestamp=at(1))
+    await apply(uow_factory, project, [odd, plain])
+    stored = await all_tasks(uow_factory, project)
+    assert set(stored) == {"odd", "plain"}
+    assert stored["odd"].args == ["NaN", "a\ufffdb"]
+    assert stored["odd"].kwargs == {"limit": "Infinity"}
+    assert stored["odd"].result == {"x": "-Infinity"}
+    assert stored["odd"].exception == "Boom\ufffd"
+    async with uow_factory() as uow:
+        (event,) = await uow.events.timeline(project, "odd")
+    assert event == odd
+
+
 async def test_apply_events_in_reverse_order_gives_the_same_task(
     uow_factory: UnitOfWorkFactory,
 ) -> None:

@@ -258,7 +258,10 @@ def test_merging_different_tasks_is_refused() -> None:
     [
         ("timestamp", BASE_TIME.replace(tzinfo=None), "naive datetime"),
         ("attempt", -1, "attempt must be >= 0"),
-        ("task_id", "", "task_id must be a non-empty string"),
+        ("task_id", "", "an id must be a non-empty string"),
+        ("task_id", "x" * 256, "at most 255 characters"),
+        ("runtime", float("nan"), "runtime must be a finite number"),
+        ("args", {"a": 1}, "args must be a list"),
         ("kind", "exploded", "is not a valid EventKind"),
     ],
 )
@@ -271,5 +274,5 @@ def test_invalid_events_are_refused_with_a_reason(field: str, value: object, mes
         "timestamp": BASE_TIME,
         field: value,
     }
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         TaskEvent(**fields)  # type: ignore[arg-type]
