@@ -12,9 +12,12 @@ __all__ = ["canonical_json", "storable_json", "storable_text", "utc_isoformat"]
 
 def utc_isoformat(value: datetime) -> str:
     """Render an aware datetime as ISO 8601 in UTC with microseconds and ``+00:00``."""
-    if value.tzinfo is None:
+    tz = value.tzinfo
+    if tz is None:
         raise ValueError("naive datetime cannot be encoded canonically")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    # Domain datetimes are UTC already; converting them again is most of the cost.
+    utc = value if tz is UTC else value.astimezone(UTC)
+    return utc.isoformat(timespec="microseconds")
 
 
 def _default(value: Any) -> Any:

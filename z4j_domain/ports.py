@@ -15,7 +15,7 @@ from typing import Any, Protocol, Self
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskPage, TaskQuery
 from z4j_domain.tasks import Task, TaskEvent
-from z4j_domain.users import ApiKey, User
+from z4j_domain.users import Agent, ApiKey, User
 from z4j_domain.workers import Worker
 
 __all__ = [
@@ -118,6 +118,10 @@ class ProjectRepository(Protocol):
         """Store a new project; raise :class:`~z4j_domain.errors.Conflict` if the slug is taken."""
         ...
 
+    async def get(self, project_id: int) -> Project | None:
+        """The project with this id, or ``None``."""
+        ...
+
     async def get_by_slug(self, slug: str) -> Project | None:
         """The project, or ``None``."""
         ...
@@ -172,7 +176,40 @@ class ApiKeyRepository(Protocol):
 
 
 class AgentRepository(Protocol):
-    """Agent identities."""
+    """Agent identities: a name per project, a token stored as its hash, a secret's salt."""
+
+    async def create(
+        self,
+        *,
+        project_id: int,
+        name: str,
+        token_hash: str,
+        secret_salt: str,
+        created_at: datetime,
+    ) -> Agent:
+        """Store a new agent; raise :class:`~z4j_domain.errors.Conflict` if the project
+        already has an agent of that name (revoked ones included) or there is no such project."""
+        ...
+
+    async def get_by_token_hash(self, token_hash: str) -> Agent | None:
+        """The agent whose token has this hash (revoked or not), or ``None``."""
+        ...
+
+    async def get_by_name(self, project_id: int, name: str) -> Agent | None:
+        """The project's agent of this name (revoked or not), or ``None``."""
+        ...
+
+    async def list(self, project_id: int) -> Sequence[Agent]:
+        """The project's agents, revoked ones included, by name."""
+        ...
+
+    async def revoke(self, agent_id: int, at: datetime) -> None:
+        """Revoke the agent at ``at`` (no-op if it is already revoked or does not exist)."""
+        ...
+
+    async def touch(self, agent_id: int, at: datetime) -> None:
+        """Record that the agent was seen at ``at``."""
+        ...
 
     async def count(self, project_id: int | None = None) -> int:
         """How many agents that are not revoked (in one project, or in all)."""

@@ -400,6 +400,11 @@ def _join_attempted(a: Any, ta: int, b: Any, tb: int) -> tuple[Any, int]:
     return _join_values(a, b), ta
 
 
+def _key_tuple(key: EventKey) -> tuple[int, int, int, datetime, str]:
+    # The same order as EventKey's generated comparisons, without their overhead.
+    return (key.attempt, key.rank, key.clock, key.timestamp, key.event_id)
+
+
 def _build(values: dict[str, Any]) -> Task:
     # Every value was taken from an already validated Task or TaskEvent, so
     # re-running the converters and validators (what attrs.evolve does) would
@@ -416,7 +421,7 @@ def merge(a: Task, b: Task) -> Task:
         raise InvalidInput(f"cannot merge task {a.id!r} with task {b.id!r}")
     if a is b:
         return a
-    decider = a if a.state_key >= b.state_key else b
+    decider = a if _key_tuple(a.state_key) >= _key_tuple(b.state_key) else b
     values: dict[str, Any] = {
         "id": a.id,
         "state": decider.state,

@@ -192,6 +192,9 @@ class InMemoryProjectRepository(_Repository):
         self._state.projects[project.id] = project
         return project
 
+    async def get(self, project_id: int) -> Project | None:
+        return self._state.projects.get(project_id)
+
     async def get_by_slug(self, slug: str) -> Project | None:
         return next((p for p in self._state.projects.values() if p.slug == slug), None)
 
@@ -260,6 +263,61 @@ class InMemoryApiKeyRepository(_Repository):
 
 class InMemoryAgentRepository(_Repository):
     """:class:`~z4j_domain.ports.AgentRepository` over a dict."""
+
+    async def create(
+        self,
+        *,
+        project_id: int,
+        name: str,
+        token_hash: str,
+        secret_salt: str,
+        created_at: datetime,
+    ) -> Agent:
+        if project_id not in self._state.projects:
+            raise Conflict(f"no project with id {project_id}")
+        if await self.get_by_name(project_id, name) is not None:
+            raise Conflict(f"the project already has an agent named {name!r}")
+        if await self.get_by_token_hash(token_hash) is not None:
+            raise Conflict("an agent with this token hash already exists")
+        agent = Agent(
+            id=self._uow.store.next_id(),
+            project_id=project_id,
+            name=name,
+            token_hash=token_hash,
+            secret_salt=secret_salt,
+            created_at=created_at,
+        )
+        self._state.agents[agent.id] = agent
+        return agent
+
+    async def get_by_token_hash(self, token_hash: str) -> Agent | None:
+        return next((a for a in self._state.agents.values() if a.token_hash == token_hash), None)
+
+    async def get_by_name(self, project_id: int, name: str) -> Agent | None:
+        return next(
+            (
+                a
+                for a in self._state.agents.values()
+                if a.project_id == project_id and a.name == name
+            ),
+            None,
+        )
+
+    async def list(self, project_id: int) -> Sequence[Agent]:
+        return sorted(
+            (a for a in self._state.agents.values() if a.project_id == project_id),
+            key=lambda a: a.name,
+        )
+
+    async def revoke(self, agent_id: int, at: datetime) -> None:
+        agent = self._state.agents.get(agent_id)
+        if agent is not None and agent.revoked_at is None:
+            self._state.agents[agent_id] = attrs.evolve(agent, revoked_at=at)
+
+    async def touch(self, agent_id: int, at: datetime) -> None:
+        agent = self._state.agents.get(agent_id)
+        if agent is not None:
+            self._state.agents[agent_id] = attrs.evolve(agent, last_seen_at=at)
 
     async def count(self, project_id: int | None = None) -> int:
         return sum(

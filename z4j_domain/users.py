@@ -89,6 +89,14 @@ class Agent:
     project_id: int
     name: str = attrs.field(validator=non_empty)
     token_hash: str = attrs.field(validator=non_empty)
+    #: Random salt from which the brain re-derives the agent's HMAC secret
+    #: (:func:`~z4j_domain.protocol.derive_agent_secret`); the secret itself is never stored.
+    secret_salt: str
     created_at: datetime = attrs.field(converter=aware_utc)
     last_seen_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
     revoked_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the agent's token may still connect."""
+        return self.revoked_at is None

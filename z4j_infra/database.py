@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from z4j_infra import jsontext
 from z4j_infra.errors import ConfigError, StorageError, translate_errors
 from z4j_infra.settings import normalize_database_url
 from z4j_infra.unit_of_work import SqlUnitOfWork
@@ -105,6 +106,8 @@ class Database:
                     "server_settings": {"plan_cache_mode": "force_custom_plan"},
                 },
             )
+        # Used by asyncpg's jsonb codec for every JSON column read or written.
+        options.update(json_serializer=jsontext.dumps, json_deserializer=jsontext.loads)
         engine = create_async_engine(parsed, **options)
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)

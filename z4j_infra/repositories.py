@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from z4j_domain.errors import Conflict
 from z4j_domain.projects import Project
-from z4j_domain.users import ApiKey, User
+from z4j_domain.users import Agent, ApiKey, User
 from z4j_domain.workers import Worker, WorkerStatus
 from z4j_infra.schema import agents, api_keys, projects, settings, users, workers
 from z4j_infra.tasks import SqlTaskEventRepository, SqlTaskRepository
@@ -144,6 +144,12 @@ class SqlProjectRepository(_SqlRepository):
         if project_id is None:
             raise Conflict(f"a project with slug {slug!r} already exists")
         return attrs.evolve(project, id=project_id)
+
+    async def get(self, project_id: int) -> Project | None:
+        """The project with this id, or ``None``."""
+        result = await self._uow.execute(sa.select(projects).where(projects.c.id == project_id))
+        row = result.first()
+        return None if row is None else _row_to_project(row)
 
     async def get_by_slug(self, slug: str) -> Project | None:
         """The project, or ``None``."""
@@ -282,8 +288,97 @@ class SqlApiKeyRepository(_SqlRepository):
         )
 
 
+def _row_to_agent(row: Any) -> Agent:
+    return Agent(
+        id=row.id,
+        project_id=row.project_id,
+        name=row.name,
+        token_hash=row.token_hash,
+        secret_salt=row.secret_salt,
+        created_at=row.created_at,
+        last_seen_at=row.last_seen_at,
+        revoked_at=row.revoked_at,
+    )
+
+
 class SqlAgentRepository(_SqlRepository):
     """:class:`~z4j_domain.ports.AgentRepository` on SQLite or PostgreSQL."""
+
+    async def create(
+        self,
+        *,
+        project_id: int,
+        name: str,
+        token_hash: str,
+        secret_salt: str,
+        created_at: datetime,
+    ) -> Agent:
+        """Store a new agent; raise :class:`~z4j_domain.errors.Conflict` on a taken name."""
+        agent = Agent(
+            id=0,
+            project_id=project_id,
+            name=name,
+            token_hash=token_hash,
+            secret_salt=secret_salt,
+            created_at=created_at,
+        )
+        # Checked first rather than left to the foreign key: a violation would
+        # abort a PostgreSQL transaction, and a Conflict must leave it usable.
+        exists = await self._uow.execute(
+            sa.select(projects.c.id).where(projects.c.id == project_id)
+        )
+        if exists.first() is None:
+            raise Conflict(f"no project with id {project_id}")
+        result = await self._uow.execute(
+            self._insert(agents)
+            .values(
+                project_id=agent.project_id,
+                name=agent.name,
+                token_hash=agent.token_hash,
+                secret_salt=agent.secret_salt,
+                created_at=agent.created_at,
+            )
+            # Any conflict: the (project, name) pair or, by a caller's bug, the token hash.
+            .on_conflict_do_nothing()
+            .returning(agents.c.id)
+        )
+        agent_id = result.scalar_one_or_none()
+        if agent_id is None:
+            raise Conflict(f"the project already has an agent named {name!r}")
+        return attrs.evolve(agent, id=agent_id)
+
+    async def get_by_token_hash(self, token_hash: str) -> Agent | None:
+        """The agent whose token has this hash (revoked or not), or ``None``."""
+        result = await self._uow.execute(sa.select(agents).where(agents.c.token_hash == token_hash))
+        row = result.first()
+        return None if row is None else _row_to_agent(row)
+
+    async def get_by_name(self, project_id: int, name: str) -> Agent | None:
+        """The project's agent of this name (revoked or not), or ``None``."""
+        result = await self._uow.execute(
+            sa.select(agents).where(agents.c.project_id == project_id, agents.c.name == name)
+        )
+        row = result.first()
+        return None if row is None else _row_to_agent(row)
+
+    async def list(self, project_id: int) -> Sequence[Agent]:
+        """The project's agents, revoked ones included, by name."""
+        result = await self._uow.execute(sa.select(agents).where(agents.c.project_id == project_id))
+        return sorted((_row_to_agent(row) for row in result), key=lambda a: a.name)
+
+    async def revoke(self, agent_id: int, at: datetime) -> None:
+        """Revoke the agent at ``at`` (no-op if already revoked or absent)."""
+        await self._uow.execute(
+            sa.update(agents)
+            .where(agents.c.id == agent_id, agents.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+
+    async def touch(self, agent_id: int, at: datetime) -> None:
+        """Record that the agent was seen at ``at``."""
+        await self._uow.execute(
+            sa.update(agents).where(agents.c.id == agent_id).values(last_seen_at=at)
+        )
 
     async def count(self, project_id: int | None = None) -> int:
         """How many agents that are not revoked (in one project, or in all)."""

@@ -164,6 +164,9 @@ agents: Final = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("last_seen_at", Timestamp, nullable=True),
     sa.Column("revoked_at", Timestamp, nullable=True),
+    # Added by migration 0002; the empty default only lets SQLite add a NOT NULL
+    # column (no agent could be minted before 0002), every insert sets a salt.
+    sa.Column("secret_salt", sa.String(64), nullable=False, server_default=sa.text("''")),
     sa.UniqueConstraint("project_id", "name"),
 )
 

@@ -19,6 +19,7 @@ from z4j_domain.errors import Conflict
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskQuery
 from z4j_domain.tasks import EventKind, Task, TaskEvent, TaskState, fold
+from z4j_domain.users import Agent
 from z4j_domain.workers import Worker, WorkerStatus
 
 pytestmark = pytest.mark.anyio
@@ -711,6 +712,94 @@ async def test_agents_count_starts_at_zero(uow_factory: UnitOfWorkFactory) -> No
     async with uow_factory() as uow:
         assert await uow.agents.count() == 0
         assert await uow.agents.count(project) == 0
+
+
+async def _mint(factory: UnitOfWorkFactory, project_id: int, name: str, token_hash: str) -> Agent:
+    async with factory() as uow:
+        agent = await uow.agents.create(
+            project_id=project_id,
+            name=name,
+            token_hash=token_hash,
+            secret_salt=f"salt-{name}",
+            created_at=at(1),
+        )
+        await uow.commit()
+    return agent
+
+
+async def test_agents_are_created_found_listed_and_counted(uow_factory: UnitOfWorkFactory) -> None:
+    """Agents get fresh ids, are found by token hash and by name, listed by name."""
+    project = await new_project(uow_factory)
+    other = await new_project(uow_factory)
+    worker = await _mint(uow_factory, project, "workers", "a" * 64)
+    beat = await _mint(uow_factory, project, "beat", "b" * 64)
+    elsewhere = await _mint(uow_factory, other, "workers", "c" * 64)
+    assert len({worker.id, beat.id, elsewhere.id}) == 3
+    assert worker.secret_salt == "salt-workers"
+    assert worker.is_active
+    assert worker.last_seen_at is None
+    async with uow_factory() as uow:
+        assert await uow.agents.get_by_token_hash("a" * 64) == worker
+        assert await uow.agents.get_by_token_hash("0" * 64) is None
+        assert await uow.agents.get_by_name(project, "beat") == beat
+        assert await uow.agents.get_by_name(other, "beat") is None
+        assert list(await uow.agents.list(project)) == [beat, worker]
+        assert list(await uow.agents.list(other)) == [elsewhere]
+        assert await uow.agents.count(project) == 2
+        assert await uow.agents.count() == 3
+        assert await uow.projects.get(project) is not None
+        assert await uow.projects.get(project + other + 1000) is None
+
+
+async def test_duplicate_agent_name_conflicts_and_the_unit_stays_usable(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """A name taken in the project (or a missing project) raises Conflict; the unit carries on."""
+    project = await new_project(uow_factory)
+    await _mint(uow_factory, project, "workers", "a" * 64)
+    async with uow_factory() as uow:
+        with pytest.raises(Conflict):
+            await uow.agents.create(
+                project_id=project,
+                name="workers",
+                token_hash="d" * 64,
+                secret_salt="s",
+                created_at=at(2),
+            )
+        with pytest.raises(Conflict):
+            await uow.agents.create(
+                project_id=project + 1000,
+                name="x",
+                token_hash="e" * 64,
+                secret_salt="s",
+                created_at=at(2),
+            )
+        await uow.agents.create(
+            project_id=project, name="beat", token_hash="f" * 64, secret_salt="s", created_at=at(2)
+        )
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert [a.name for a in await uow.agents.list(project)] == ["beat", "workers"]
+
+
+async def test_agents_revoke_and_touch(uow_factory: UnitOfWorkFactory) -> None:
+    """Revoking keeps the agent (listed, found) but stops counting it; touch records last seen."""
+    project = await new_project(uow_factory)
+    agent = await _mint(uow_factory, project, "workers", "a" * 64)
+    async with uow_factory() as uow:
+        await uow.agents.touch(agent.id, at(30))
+        await uow.agents.revoke(agent.id, at(60))
+        await uow.agents.revoke(agent.id, at(90))  # the first revocation stands
+        await uow.agents.revoke(agent.id + 1000, at(60))
+        await uow.commit()
+    async with uow_factory() as uow:
+        stored = await uow.agents.get_by_token_hash("a" * 64)
+        assert stored is not None
+        assert stored.last_seen_at == at(30)
+        assert stored.revoked_at == at(60)
+        assert not stored.is_active
+        assert await uow.agents.count(project) == 0
+        assert [a.name for a in await uow.agents.list(project)] == ["workers"]
 
 
 # -- settings --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 
 from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.tasks import EventKind, TaskEvent, fold
+from z4j_infra import jsontext
 from z4j_infra.clock import SystemClock
 from z4j_infra.database import Database
 from z4j_infra.errors import ConfigError, StorageError
@@ -261,3 +263,13 @@ async def test_integers_wider_than_64_bits_are_stored_exactly(database: Database
     assert task.args == [huge]
     assert task.result == huge
     assert stored == event
+
+
+def test_json_text_keeps_every_value_exactly() -> None:
+    """The fast codec agrees with the standard library, wide integers included."""
+    values = [2**70 + 1, -(2**64), 2**63 - 1, "1234567890123456789012", {"a": [1.5, None]}]
+    for value in values:
+        text = jsontext.dumps(value)
+        assert json.loads(text) == value
+        assert jsontext.loads(text) == value
+        assert type(jsontext.loads(text)) is type(value)
