@@ -1,4 +1,8 @@
-"""The project-scoped read API: tasks, a task's timeline, workers and queues."""
+"""The project-scoped API: tasks, a task's timeline, workers, queues and agents.
+
+Any valid API key may mint, list and revoke agents for now: RBAC (admin of the
+project) and the audit log come with issue 7's work.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,16 @@ from typing import Any, Final
 from quart import Blueprint, request
 from werkzeug.datastructures import MultiDict
 
+from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import InvalidInput
 from z4j_domain.queries import TaskQuery
 from z4j_domain.serialization import event_to_dict, task_to_dict, worker_to_dict
+from z4j_domain.users import Agent
 from z4j_web import services
 from z4j_web.auth import require_api_key
 from z4j_web.runtime import current_runtime
 
-__all__ = ["blueprint", "task_query_params"]
+__all__ = ["agent_to_dict", "blueprint", "task_query_params"]
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1/projects/<project>")
 
@@ -98,3 +104,57 @@ async def list_queues(project: str) -> dict[str, Any]:
             for summary in summaries
         ]
     }
+
+
+def agent_to_dict(agent: Agent) -> dict[str, Any]:
+    """An agent as the API shows it (never its token hash or salt)."""
+    return {
+        "name": agent.name,
+        "active": agent.is_active,
+        "created_at": utc_isoformat(agent.created_at),
+        "last_seen_at": utc_isoformat(agent.last_seen_at) if agent.last_seen_at else None,
+        "revoked_at": utc_isoformat(agent.revoked_at) if agent.revoked_at else None,
+    }
+
+
+@blueprint.post("/agents")
+@require_api_key
+async def create_agent(project: str) -> tuple[dict[str, Any], int]:
+    """Mint an agent; the answer holds its token and HMAC secret, shown this once only."""
+    body = await request.get_json(force=True, silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        raise InvalidInput('send a JSON object {"name": "<agent name>"}')
+    unknown = sorted(set(body) - {"name"})
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}; expected only 'name'")
+    runtime = current_runtime()
+    created = await services.mint_agent(
+        runtime.uow,
+        runtime.clock,
+        runtime.settings.secret,
+        project_slug=project,
+        name=body["name"],
+    )
+    return {
+        "agent": agent_to_dict(created.agent),
+        "project": created.project.slug,
+        "token": created.token,
+        "hmac_secret": created.hmac_secret,
+    }, 201
+
+
+@blueprint.get("/agents")
+@require_api_key
+async def list_agents(project: str) -> dict[str, Any]:
+    """The project's agents, revoked ones included, by name."""
+    agents = await services.list_agents(current_runtime().uow, project)
+    return {"items": [agent_to_dict(agent) for agent in agents]}
+
+
+@blueprint.delete("/agents/<name>")
+@require_api_key
+async def revoke_agent(project: str, name: str) -> dict[str, Any]:
+    """Revoke an agent: its token stops authenticating new connections at once."""
+    runtime = current_runtime()
+    agent = await services.revoke_agent(runtime.uow, runtime.clock, project_slug=project, name=name)
+    return agent_to_dict(agent)

@@ -12,8 +12,11 @@ from z4j_infra.clock import SystemClock
 from z4j_infra.database import Database
 from z4j_infra.passwords import Argon2PasswordHasher
 from z4j_infra.settings import Settings
-from z4j_web import api, health, onboarding
+from z4j_web import api, gateway, health, live, metrics, onboarding
 from z4j_web.errors import register_error_handlers
+from z4j_web.ingest import DEFAULT_CAPACITY, IngestWriter
+from z4j_web.live import LiveUpdates
+from z4j_web.metrics import Metrics
 from z4j_web.runtime import EXTENSION_KEY, Runtime, uow_factory_of
 
 __all__ = ["MAX_REQUEST_BYTES", "create_app"]
@@ -37,6 +40,7 @@ def create_app(
     clock: Clock | None = None,
     password_hasher: PasswordHasher | None = None,
     database: Database | None = None,
+    ingest_capacity: int = DEFAULT_CAPACITY,
 ) -> Quart:
     """Build the z4j app.
 
@@ -44,6 +48,7 @@ def create_app(
     ``settings.database_url`` when serving starts and disposes of the pool when
     it stops. A given ``database`` (already connected, and left open) or
     ``uow_factory`` (e.g. an in-memory store in tests) is used as it is.
+    ``ingest_capacity`` bounds the agent gateway's write queue, in event batches.
     """
     app = Quart(__name__.rpartition(".")[0])
     app.config.update(
@@ -64,6 +69,14 @@ def create_app(
         uow_factory=uow_factory,
         database=database,
     )
+    runtime.metrics = Metrics()
+    runtime.live = LiveUpdates(on_drop=runtime.metrics.live_dropped.inc)
+    runtime.ingest = IngestWriter(
+        lambda: runtime.uow,
+        metrics=runtime.metrics,
+        live=runtime.live,
+        capacity=ingest_capacity,
+    )
     app.extensions[EXTENSION_KEY] = runtime
 
     @app.before_serving
@@ -72,9 +85,14 @@ def create_app(
             db = await Database.connect(settings.database_url)
             runtime.database, runtime.uow_factory = db, uow_factory_of(db)
             runtime.owns_database = True
+        runtime.shutting_down.clear()
+        runtime.ingest.start()
 
     @app.after_serving
     async def disconnect() -> None:
+        runtime.shutting_down.set()
+        # Commit what agents already handed over before the database goes away.
+        await runtime.ingest.stop()
         if runtime.owns_database and runtime.database is not None:
             db, runtime.database, runtime.uow_factory = runtime.database, None, None
             runtime.owns_database = False
@@ -102,5 +120,8 @@ def create_app(
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(onboarding.blueprint)
+    app.register_blueprint(gateway.blueprint)
+    app.register_blueprint(live.blueprint)
+    app.register_blueprint(metrics.blueprint)
     register_error_handlers(app)
     return app

@@ -1,4 +1,4 @@
-"""The ``z4j`` command: serve, check, status, migrate and API keys.
+"""The ``z4j`` command: serve, check, status, migrate, API keys and agents.
 
 Every command reads its settings through :func:`z4j_infra.settings.load_settings`
 (so ``Z4J_HOME``, ``Z4J_DATABASE_URL``, ... apply everywhere). Failures end
@@ -268,6 +268,103 @@ async def _create_api_key(settings: Settings, *, email: str, name: str) -> servi
     async with _database(settings) as database:
         return await services.create_api_key(
             uow_factory_of(database), SystemClock(), email=email, name=name
+        )
+
+
+@main.group()
+def agent() -> None:
+    """Manage agents (the credentials a Celery worker's z4j agent connects with)."""
+
+
+@agent.command("create")
+@click.option("--project", "project", default="default", show_default=True, help="Project slug.")
+@click.option("--name", required=True, help="Agent name, unique in the project (e.g. 'workers').")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_handled
+def agent_create(project: str, name: str, as_json: bool) -> None:
+    """Mint an agent and print its token and HMAC secret (shown only this once)."""
+    from z4j_web.server import base_url
+
+    settings = load_settings()
+    created = _run(_mint_agent(settings, project=project, name=name))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "token": created.token,
+                    "hmac_secret": created.hmac_secret,
+                    "agent": created.agent.name,
+                    "project": created.project.slug,
+                }
+            )
+        )
+        return
+    click.echo(
+        f"# agent {created.agent.name!r} of project {created.project.slug!r}: set these in the"
+        " worker's environment; the token and secret are not shown again."
+    )
+    click.echo(f"export Z4J_BRAIN_URL={base_url(settings.host, settings.port)}")
+    click.echo(f"export Z4J_TOKEN={created.token}")
+    click.echo(f"export Z4J_HMAC_SECRET={created.hmac_secret}")
+    click.echo(f"export Z4J_PROJECT_ID={created.project.slug}")
+
+
+async def _mint_agent(settings: Settings, *, project: str, name: str) -> services.NewAgent:
+    async with _database(settings) as database:
+        return await services.mint_agent(
+            uow_factory_of(database),
+            SystemClock(),
+            settings.secret,
+            project_slug=project,
+            name=name,
+        )
+
+
+@agent.command("list")
+@click.option("--project", "project", default="default", show_default=True, help="Project slug.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@_handled
+def agent_list(project: str, as_json: bool) -> None:
+    """List the project's agents, revoked ones included."""
+    from z4j_web.api import agent_to_dict
+
+    settings = load_settings()
+    agents = _run(_list_agents(settings, project))
+    rows = [agent_to_dict(a) for a in agents]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo(f"no agents in project {project!r}; create one with `z4j agent create`")
+        return
+    click.echo(f"{'NAME':<24}{'STATUS':<10}{'CREATED':<27}LAST SEEN")
+    for row in rows:
+        status = "active" if row["active"] else "revoked"
+        click.echo(
+            f"{row['name']:<24}{status:<10}{row['created_at']:<27}{row['last_seen_at'] or '-'}"
+        )
+
+
+async def _list_agents(settings: Settings, project: str) -> Any:
+    async with _database(settings) as database:
+        return await services.list_agents(uow_factory_of(database), project)
+
+
+@agent.command("revoke")
+@click.option("--project", "project", default="default", show_default=True, help="Project slug.")
+@click.option("--name", required=True, help="The agent to revoke.")
+@_handled
+def agent_revoke(project: str, name: str) -> None:
+    """Revoke an agent: its token can no longer connect."""
+    settings = load_settings()
+    revoked = _run(_revoke_agent(settings, project, name))
+    click.echo(f"revoked agent {revoked.name!r} of project {project!r}")
+
+
+async def _revoke_agent(settings: Settings, project: str, name: str) -> Any:
+    async with _database(settings) as database:
+        return await services.revoke_agent(
+            uow_factory_of(database), SystemClock(), project_slug=project, name=name
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -12,6 +13,9 @@ from z4j_domain.ports import Clock, PasswordHasher, UnitOfWorkFactory
 if TYPE_CHECKING:
     from z4j_infra.database import Database
     from z4j_infra.settings import Settings
+    from z4j_web.ingest import IngestWriter
+    from z4j_web.live import LiveUpdates
+    from z4j_web.metrics import Metrics
 
 __all__ = ["EXTENSION_KEY", "Runtime", "current_runtime", "uow_factory_of"]
 
@@ -31,6 +35,12 @@ class Runtime:
     database: Database | None = None
     #: Whether the app connected ``database`` itself, and so must dispose of it.
     owns_database: bool = False
+    #: Set when the server starts shutting down: agent sockets close with 1012.
+    shutting_down: asyncio.Event = attrs.Factory(asyncio.Event)
+    # Set by the composition root right after construction (they need the runtime).
+    metrics: Metrics = attrs.field(init=False)
+    live: LiveUpdates = attrs.field(init=False)
+    ingest: IngestWriter = attrs.field(init=False)
 
     @property
     def uow(self) -> UnitOfWorkFactory:

@@ -22,7 +22,7 @@ from z4j_infra.passwords import Argon2PasswordHasher
 from z4j_infra.settings import Settings
 from z4j_web import services
 from z4j_web.app import create_app
-from z4j_web.runtime import uow_factory_of
+from z4j_web.runtime import EXTENSION_KEY, Runtime, uow_factory_of
 from z4j_web.version import version
 
 __all__ = ["base_url", "prepare", "run", "setup_url"]
@@ -124,9 +124,17 @@ async def run(
             loop.add_signal_handler(signum, _request_stop, stop, signum)
             installed.append(signum)
         shutdown_trigger = stop.wait
+    runtime: Runtime = app.extensions[EXTENSION_KEY]
+    stop_requested = shutdown_trigger
+
+    async def begin_shutdown() -> None:
+        await stop_requested()
+        # Hypercorn now waits for open connections; tell agent sockets to close.
+        runtime.shutting_down.set()
+
     _log.info("z4j %s starting on %s", version(), base_url(settings.host, settings.port))
     try:
-        await hypercorn_serve(app, _hypercorn_config(settings), shutdown_trigger=shutdown_trigger)
+        await hypercorn_serve(app, _hypercorn_config(settings), shutdown_trigger=begin_shutdown)
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)

@@ -9,6 +9,7 @@ password hasher) as arguments and opens its own transactions.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -20,9 +21,17 @@ from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import Conflict, InvalidInput, NotFound
 from z4j_domain.ports import Clock, PasswordHasher, UnitOfWork, UnitOfWorkFactory
 from z4j_domain.projects import DEFAULT_PROJECT_SLUG, Project
+from z4j_domain.protocol import derive_agent_secret
 from z4j_domain.queries import QueueCount, TaskPage, TaskQuery
 from z4j_domain.tasks import Task, TaskEvent
-from z4j_domain.users import API_KEY_PREFIX, ApiKey, User, hash_secret, normalize_email
+from z4j_domain.users import (
+    API_KEY_PREFIX,
+    Agent,
+    ApiKey,
+    User,
+    hash_secret,
+    normalize_email,
+)
 from z4j_domain.workers import Worker
 from z4j_infra.errors import StorageError
 from z4j_infra.secrets import new_token
@@ -37,25 +46,33 @@ if TYPE_CHECKING:
     from z4j_infra.database import Database
 
 __all__ = [
+    "AGENT_TOKEN_PREFIX",
     "MIN_PASSWORD_LENGTH",
     "SETUP_TOKEN_KEY",
     "SETUP_TOKEN_TTL",
+    "AgentIdentity",
     "BootstrapResult",
     "Check",
+    "NewAgent",
     "NewApiKey",
     "Principal",
     "QueueSummary",
     "StatusCounts",
+    "agent_secret",
     "authenticate",
+    "authenticate_agent",
     "bootstrap",
     "check_database",
     "complete_setup",
     "create_api_key",
     "get_project",
     "get_task",
+    "list_agents",
     "list_tasks",
     "list_workers",
+    "mint_agent",
     "queue_summaries",
+    "revoke_agent",
     "status_counts",
     "validate_password",
     "verify_setup_token",
@@ -324,6 +341,131 @@ async def authenticate(uow_factory: UnitOfWorkFactory, clock: Clock, key: str) -
             await uow.commit()
             api_key = attrs.evolve(api_key, last_used_at=now)
     return Principal(user=user, api_key=api_key)
+
+
+# -- agents -------------------------------------------------------------------------
+
+#: Every agent token starts with this, so secret scanners and humans can spot one.
+AGENT_TOKEN_PREFIX: Final = "z4ja_"  # noqa: S105 - a prefix, not a secret
+# Agent names appear in log lines, metrics and shell snippets: keep them plain.
+_AGENT_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_MAX_AGENT_TOKEN_LENGTH: Final = 256
+
+
+@attrs.frozen(kw_only=True)
+class NewAgent:
+    """A freshly minted agent; ``token`` and ``hmac_secret`` are shown this once only."""
+
+    agent: Agent
+    project: Project
+    token: str = attrs.field(repr=False)
+    hmac_secret: str = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class AgentIdentity:
+    """Who an agent connection authenticated as."""
+
+    agent: Agent
+    project: Project
+    #: The HMAC key of both directions: the agent's derived secret, UTF-8 encoded.
+    secret: bytes = attrs.field(repr=False)
+
+
+def agent_secret(instance_secret: str, agent: Agent) -> str:
+    """The agent's ``Z4J_HMAC_SECRET``, re-derived from the instance secret and its salt."""
+    return derive_agent_secret(instance_secret, agent.secret_salt)
+
+
+def _agent_name(name: str) -> str:
+    cleaned = name.strip() if isinstance(name, str) else ""
+    if not _AGENT_NAME.match(cleaned):
+        raise InvalidInput(
+            f"invalid agent name {name!r}: use 1 to 63 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return cleaned
+
+
+async def mint_agent(
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    instance_secret: str,
+    *,
+    project_slug: str,
+    name: str,
+) -> NewAgent:
+    """Create an agent of the project; only the token's hash and a random salt are stored.
+
+    Raises :class:`NotFound` for an unknown project and :class:`Conflict` when
+    the project already has an agent of that name (revoked ones included).
+    """
+    name = _agent_name(name)
+    token = new_token(prefix=AGENT_TOKEN_PREFIX)
+    salt = new_token()
+    async with uow_factory() as uow:
+        project = await get_project(uow, project_slug)
+        agent = await uow.agents.create(
+            project_id=project.id,
+            name=name,
+            token_hash=hash_secret(token),
+            secret_salt=salt,
+            created_at=clock.now(),
+        )
+        await uow.commit()
+    return NewAgent(
+        agent=agent,
+        project=project,
+        token=token,
+        hmac_secret=derive_agent_secret(instance_secret, salt),
+    )
+
+
+async def list_agents(uow_factory: UnitOfWorkFactory, project_slug: str) -> Sequence[Agent]:
+    """The project's agents (revoked ones included), by name."""
+    async with uow_factory() as uow:
+        project = await get_project(uow, project_slug)
+        return await uow.agents.list(project.id)
+
+
+async def revoke_agent(
+    uow_factory: UnitOfWorkFactory, clock: Clock, *, project_slug: str, name: str
+) -> Agent:
+    """Revoke the project's agent ``name`` (idempotent); its token stops connecting at once."""
+    async with uow_factory() as uow:
+        project = await get_project(uow, project_slug)
+        agent = await uow.agents.get_by_name(project.id, name) if isinstance(name, str) else None
+        if agent is None:
+            raise NotFound(f"no agent {name!r} in project {project_slug!r}")
+        if agent.revoked_at is None:
+            now = clock.now()
+            await uow.agents.revoke(agent.id, now)
+            await uow.commit()
+            agent = attrs.evolve(agent, revoked_at=now)
+    return agent
+
+
+async def authenticate_agent(
+    uow_factory: UnitOfWorkFactory, clock: Clock, instance_secret: str, token: str
+) -> AgentIdentity:
+    """Return the active agent whose token this is, or raise :class:`AuthenticationFailed`."""
+    rejected = AuthenticationFailed("unknown or revoked token", credentials_given=True)
+    if not token or len(token) > _MAX_AGENT_TOKEN_LENGTH:
+        raise rejected
+    async with uow_factory() as uow:
+        agent = await uow.agents.get_by_token_hash(hash_secret(token))
+        if agent is None or not agent.is_active:
+            raise rejected
+        project = await uow.projects.get(agent.project_id)
+        if project is None:
+            raise rejected
+        now = clock.now()
+        await uow.agents.touch(agent.id, now)
+        await uow.commit()
+    secret = agent_secret(instance_secret, agent).encode("utf-8")
+    return AgentIdentity(
+        agent=attrs.evolve(agent, last_seen_at=now), project=project, secret=secret
+    )
 
 
 # -- reading ------------------------------------------------------------------------

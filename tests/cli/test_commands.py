@@ -1,4 +1,4 @@
-"""``z4j check``, ``status``, ``migrate`` and ``api-key create`` as an operator runs them."""
+"""``z4j check``, ``status``, ``migrate``, ``api-key create`` and help as an operator runs them."""
 
 from __future__ import annotations
 
@@ -184,5 +184,5 @@ def test_version_and_help(run_z4j: RunZ4j) -> None:
     assert version.stdout.startswith("z4j ")
     helped = run_z4j("--help")
     assert helped.returncode == 0
-    for command in ("serve", "check", "status", "migrate", "api-key"):
+    for command in ("serve", "check", "status", "migrate", "api-key", "agent"):
         assert command in helped.stdout

@@ -8,8 +8,11 @@ from typing import Any, Final
 import attrs
 import sqlalchemy as sa
 
-from z4j_domain.ports import UnitOfWorkFactory
+from z4j_domain.frames import Frame, ReplayGuard, decode_frame, encode_frame
+from z4j_domain.ports import Clock, UnitOfWorkFactory
 from z4j_domain.projects import DEFAULT_PROJECT_SLUG
+from z4j_domain.protocol import HELLO_SESSION
+from z4j_domain.serialization import event_to_dict
 from z4j_domain.tasks import TaskEvent
 from z4j_domain.testing import FakeClock, InMemoryStore, PlainPasswordHasher
 from z4j_domain.workers import Worker
@@ -131,3 +134,98 @@ async def seed(uow_factory: UnitOfWorkFactory, clock: FakeClock) -> Seeded:
         project_id=project.id,
         task_ids=[task_id for task_id, *_ in reversed(TASKS)],
     )
+
+
+class FakeAgent:
+    """Builds the frames an agent sends, signed with its secret (a test double of the agent).
+
+    ``seq`` and ``session`` follow the protocol unless a test overrides them per frame.
+    """
+
+    def __init__(self, hmac_secret: str, clock: Clock, project: str = "default") -> None:
+        self.secret = hmac_secret.encode("utf-8")
+        self.clock = clock
+        self.project = project
+        self.session = HELLO_SESSION
+        self.seq = 0
+        self.brain_guard = ReplayGuard(session=HELLO_SESSION)
+
+    def frame(
+        self,
+        type_: str,
+        body: dict[str, Any],
+        *,
+        seq: int | None = None,
+        session: str | None = None,
+        ts: datetime | None = None,
+    ) -> str:
+        """A signed frame; by default the next sequence number of the current session."""
+        if seq is None:
+            seq = self.seq
+            self.seq += 1
+        return encode_frame(
+            Frame(
+                type=type_,
+                session=session or self.session,
+                seq=seq,
+                ts=ts or self.clock.now(),
+                body=body,
+            ),
+            self.secret,
+        )
+
+    def hello(self, **overrides: Any) -> str:
+        """The first frame: protocol 1, this project, a worker's identity."""
+        body = {
+            "protocol": 1,
+            "agent": "workers",
+            "project": self.project,
+            "hostname": "celery@w1",
+            "pid": 4242,
+            "agent_version": "0.1.0",
+            "kind": "celery-worker",
+            **overrides,
+        }
+        return self.frame("hello", body)
+
+    def welcome(self, text: str | bytes) -> dict[str, Any]:
+        """Verify the brain's welcome and enter its session; return the welcome's body."""
+        frame = decode_frame(text, self.secret)
+        assert frame.type == "welcome"
+        assert frame.seq == 0
+        self.session = frame.session
+        self.seq = 1
+        self.brain_guard = ReplayGuard(session=frame.session)
+        self.brain_guard.check(frame, self.clock.now())
+        return dict(frame.body)
+
+    def read(self, text: str | bytes) -> Frame:
+        """Verify one brain frame of the session, as a real agent would."""
+        frame = decode_frame(text, self.secret)
+        self.brain_guard.check(frame, self.clock.now())
+        return frame
+
+    def events(self, batch: int, events: list[Any], **kw: Any) -> str:
+        """An ``events`` frame."""
+        items = [event_to_dict(e) if isinstance(e, TaskEvent) else e for e in events]
+        return self.frame("events", {"batch": batch, "events": items}, **kw)
+
+    def heartbeat(self, hostname: str = "celery@w1", **worker: Any) -> str:
+        """A ``heartbeat`` frame for ``hostname``."""
+        report = {
+            "hostname": hostname,
+            "status": "online",
+            "pool": "prefork",
+            "concurrency": 4,
+            "active": 1,
+            "processed": 10,
+            "loadavg": [0.5, 0.25, 0.1],
+            "queues": ["celery"],
+            "software": "celery 5.4",
+            **worker,
+        }
+        return self.frame("heartbeat", {"worker": report})
+
+    def bye(self, hostname: str | None = "celery@w1") -> str:
+        """A ``bye`` frame."""
+        return self.frame("bye", {"reason": "worker shutdown", "worker": hostname})

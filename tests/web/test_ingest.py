@@ -1,0 +1,174 @@
+"""The ingest writer: one commit per flush, acks only after commit, backpressure, drain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from z4j_domain.errors import Z4jError
+from z4j_domain.tasks import Task, TaskEvent
+from z4j_domain.testing import InMemoryStore, InMemoryUnitOfWork
+from z4j_web.ingest import IngestBatch, IngestClosed, IngestWriter
+from z4j_web.live import LiveUpdates
+from z4j_web.metrics import Metrics
+
+from .support import event
+
+pytestmark = pytest.mark.anyio
+
+
+class GatedStore(InMemoryStore):
+    """An in-memory store whose commits wait for ``gate`` and can be made to fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.commits = 0
+        self.fail_task: str | None = None
+
+    def __call__(self) -> InMemoryUnitOfWork:
+        uow = super().__call__()
+        store = self
+        commit = uow.commit
+        apply_events = uow.tasks.apply_events
+
+        async def gated_commit() -> None:
+            await store.gate.wait()
+            store.commits += 1
+            await commit()
+
+        async def failing_apply(project_id: int, events: Sequence[TaskEvent]) -> Sequence[Task]:
+            if any(e.task_id == store.fail_task for e in events):
+                raise Z4jError("simulated storage failure")
+            return await apply_events(project_id, events)
+
+        uow.commit = gated_commit  # type: ignore[method-assign]
+        uow.tasks.apply_events = failing_apply  # type: ignore[method-assign]
+        return uow
+
+
+def writer_for(store: GatedStore, **kw: Any) -> IngestWriter:
+    """A writer over ``store`` with fresh metrics and hub."""
+    return IngestWriter(lambda: store, metrics=Metrics(), live=LiveUpdates(), **kw)
+
+
+def batch(project_id: int, task_id: str, results: list[tuple[str, bool]]) -> IngestBatch:
+    """A one-event batch that records its outcome in ``results``."""
+    return IngestBatch(
+        project_id=project_id,
+        events=[event(task_id, "sent", 0)],
+        done=lambda ok: results.append((task_id, ok)),
+    )
+
+
+async def test_batches_that_arrive_together_share_one_commit() -> None:
+    """Several batches queued within the linger window are applied with one commit."""
+    store = GatedStore()
+    writer = writer_for(store, linger=0.05)
+    results: list[tuple[str, bool]] = []
+    writer.start()
+    for name in ("a", "b", "c"):
+        await writer.submit(batch(1, name, results))
+    await writer.stop()
+    assert results == [("a", True), ("b", True), ("c", True)]
+    assert store.commits == 1
+    assert set(store.state.tasks) == {(1, "a"), (1, "b"), (1, "c")}
+
+
+async def test_done_is_called_only_after_the_commit() -> None:
+    """While the commit is held back, no batch is reported done."""
+    store = GatedStore()
+    store.gate.clear()
+    writer = writer_for(store, linger=0)
+    results: list[tuple[str, bool]] = []
+    writer.start()
+    await writer.submit(batch(1, "held", results))
+    await asyncio.sleep(0.05)
+    assert results == []
+    assert not store.state.tasks
+    store.gate.set()
+    await writer.stop()
+    assert results == [("held", True)]
+    assert (1, "held") in store.state.tasks
+
+
+async def test_a_full_queue_makes_submit_wait_without_dropping() -> None:
+    """With the queue full, submit waits; every batch is committed once the writer catches up."""
+    store = GatedStore()
+    store.gate.clear()
+    writer = writer_for(store, capacity=2, linger=0)
+    results: list[tuple[str, bool]] = []
+    writer.start()
+    await writer.submit(batch(1, "one", results))
+    await writer.submit(batch(1, "two", results))
+    blocked = asyncio.ensure_future(writer.submit(batch(1, "three", results)))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    store.gate.set()
+    await asyncio.wait_for(blocked, 5)
+    await writer.stop()
+    assert sorted(results) == [("one", True), ("three", True), ("two", True)]
+
+
+async def test_stop_drains_and_then_refuses() -> None:
+    """Stopping commits what is queued; later submissions raise IngestClosed."""
+    store = GatedStore()
+    writer = writer_for(store, linger=10)
+    results: list[tuple[str, bool]] = []
+    writer.start()
+    await writer.submit(batch(1, "last", results))
+    await writer.stop()
+    assert results == [("last", True)]
+    with pytest.raises(IngestClosed):
+        await writer.submit(batch(1, "late", results))
+
+
+async def test_a_failing_batch_does_not_take_the_others_down() -> None:
+    """One batch that cannot be stored is reported failed; the rest of the flush commits."""
+    store = GatedStore()
+    store.fail_task = "poison"
+    writer = writer_for(store, linger=0.05)
+    results: list[tuple[str, bool]] = []
+    writer.start()
+    for name in ("ok-1", "poison", "ok-2"):
+        await writer.submit(batch(1, name, results))
+    await writer.stop()
+    assert sorted(results) == [("ok-1", True), ("ok-2", True), ("poison", False)]
+    assert set(store.state.tasks) == {(1, "ok-1"), (1, "ok-2")}
+
+
+async def test_each_project_gets_its_own_commit_and_live_update() -> None:
+    """Batches of two projects are applied per project; subscribers see their project only."""
+    store = GatedStore()
+    live = LiveUpdates()
+    writer = IngestWriter(lambda: store, metrics=Metrics(), live=live, linger=0.05)
+    results: list[tuple[str, bool]] = []
+    async with live.subscribe(2) as queue:
+        writer.start()
+        await writer.submit(batch(1, "p1", results))
+        await writer.submit(batch(2, "p2", results))
+        await writer.stop()
+        message = queue.get_nowait()
+        assert queue.empty()
+    assert store.commits == 2
+    assert message["type"] == "tasks"
+    assert [t["id"] for t in message["items"]] == ["p2"]
+
+
+def test_live_updates_drop_the_oldest_for_a_slow_subscriber() -> None:
+    """A subscriber that does not read keeps the newest messages, and drops are counted."""
+    dropped: list[int] = []
+    live = LiveUpdates(backlog=2, on_drop=lambda: dropped.append(1))
+
+    async def scenario() -> list[Any]:
+        async with live.subscribe(7) as queue:
+            for n in range(4):
+                live.publish(7, {"n": n})
+            return [queue.get_nowait(), queue.get_nowait()]
+
+    assert asyncio.run(scenario()) == [{"n": 2}, {"n": 3}]
+    assert len(dropped) == 2

@@ -1,0 +1,206 @@
+"""The ingest writer: one task that commits agents' event batches in bulk, in order.
+
+Every agent connection hands its verified batches to the writer through a
+bounded queue (:meth:`IngestWriter.submit` waits while it is full, so a
+connection stops reading from its socket instead of buffering without limit).
+The writer takes what arrived within :attr:`~IngestWriter.linger` seconds, up
+to about :attr:`~IngestWriter.max_events` events, applies each project's share
+with one ``uow.tasks.apply_events`` and one commit, and only then tells each
+batch's connection that it is committed, so the agent is acknowledged only
+for what is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import attrs
+
+from z4j_domain.ports import UnitOfWorkFactory
+from z4j_domain.tasks import Task, TaskEvent
+from z4j_web.live import LiveUpdates
+from z4j_web.metrics import Metrics
+
+__all__ = ["IngestBatch", "IngestClosed", "IngestWriter"]
+
+_log = logging.getLogger("z4j.ingest")
+
+#: Batches the queue holds before :meth:`IngestWriter.submit` waits (each up to ~1,000 events).
+DEFAULT_CAPACITY: Final = 64
+#: How long to stop a writer's drain at shutdown before giving up on the rest.
+DRAIN_TIMEOUT: Final = 30.0
+
+
+class IngestClosed(Exception):
+    """The writer is stopping: no new batch is accepted."""
+
+
+@attrs.define
+class IngestBatch:
+    """Events of one agent frame, and whom to tell when they are committed (or not)."""
+
+    project_id: int
+    events: Sequence[TaskEvent]
+    #: Called once (through :meth:`settle`), with ``True`` after the commit or
+    #: ``False`` when it failed.
+    done: Callable[[bool], None]
+    settled: bool = False
+
+    def settle(self, committed: bool) -> None:
+        """Report the outcome, once."""
+        if not self.settled:
+            self.settled = True
+            self.done(committed)
+
+
+class IngestWriter:
+    """A bounded queue of event batches and the single task that commits them."""
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], UnitOfWorkFactory],
+        *,
+        metrics: Metrics,
+        live: LiveUpdates,
+        capacity: int = DEFAULT_CAPACITY,
+        max_events: int = 1_000,
+        linger: float = 0.025,
+    ) -> None:
+        # A callable returning the factory: the database connects when serving
+        # starts, after the writer was built.
+        self._uow_factory = uow_factory
+        self._metrics = metrics
+        self._live = live
+        self.capacity = capacity
+        self.max_events = max_events
+        self.linger = linger
+        self._pending: deque[IngestBatch] = deque()
+        self._space = asyncio.Semaphore(capacity)
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Batches waiting for the writer."""
+        return len(self._pending)
+
+    def start(self) -> None:
+        """Start the writer task (in the serving event loop)."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="z4j-ingest")
+
+    async def stop(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        """Commit everything queued, then end the writer task."""
+        self._stopping = True
+        self._wakeup.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), drain_timeout)
+        except TimeoutError:
+            _log.error(
+                "ingest: gave up draining after %.0f s; %d batches stay unacknowledged"
+                " (agents resend them)",
+                drain_timeout,
+                len(self._pending),
+            )
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def submit(self, batch: IngestBatch) -> None:
+        """Queue ``batch``, waiting while the queue is full.
+
+        Raises :class:`IngestClosed` once the writer is stopping.
+        """
+        if self._stopping:
+            raise IngestClosed("the brain is shutting down")
+        await self._space.acquire()
+        if self._stopping:
+            self._space.release()
+            raise IngestClosed("the brain is shutting down")
+        self._pending.append(batch)
+        self._metrics.queue_depth.set(len(self._pending))
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if not self._pending:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                continue
+            if not self._stopping and self._queued_events() < self.max_events:
+                # Let more batches arrive, so that one commit covers them all.
+                await asyncio.sleep(self.linger)
+            items = self._take()
+            try:
+                await self._flush(items)
+            except Exception:  # the writer must outlive any one flush; agents resend
+                _log.exception("ingest: a flush of %d batches failed unexpectedly", len(items))
+                for item in items:
+                    item.settle(False)
+            finally:
+                for _ in items:
+                    self._space.release()
+                self._metrics.queue_depth.set(len(self._pending))
+
+    def _queued_events(self) -> int:
+        return sum(len(item.events) for item in self._pending)
+
+    def _take(self) -> list[IngestBatch]:
+        items: list[IngestBatch] = []
+        count = 0
+        while self._pending and (
+            not items or count + len(self._pending[0].events) <= self.max_events
+        ):
+            item = self._pending.popleft()
+            items.append(item)
+            count += len(item.events)
+        return items
+
+    async def _flush(self, items: list[IngestBatch]) -> None:
+        started = time.perf_counter()
+        by_project: dict[int, list[IngestBatch]] = {}
+        for item in items:
+            by_project.setdefault(item.project_id, []).append(item)
+        for project_id, group in by_project.items():
+            if not await self._commit(project_id, group) and len(group) > 1:
+                # Isolate the batch that fails: the others still commit.
+                for item in group:
+                    await self._commit(project_id, [item])
+        self._metrics.flush_seconds.observe(time.perf_counter() - started)
+
+    async def _commit(self, project_id: int, group: list[IngestBatch]) -> bool:
+        events = [event for item in group for event in item.events]
+        try:
+            async with self._uow_factory()() as uow:
+                changed: Sequence[Task] = await uow.tasks.apply_events(project_id, events)
+                await uow.commit()
+        except Exception:  # any failure leaves the batches unacknowledged; agents resend
+            _log.exception(
+                "ingest: could not commit %d events of project %d (%d batches);"
+                " they stay unacknowledged",
+                len(events),
+                project_id,
+                len(group),
+            )
+            if len(group) == 1:
+                self._metrics.flush_failures.inc()
+                group[0].settle(False)
+            return False
+        self._metrics.events_ingested.inc(len(events))
+        for item in group:
+            item.settle(True)
+        self._live.tasks_changed(project_id, changed)
+        return True
