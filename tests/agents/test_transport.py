@@ -1,0 +1,204 @@
+"""The agent against a fake brain: the conversation, acks, resends, rejections, shutdown."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from z4j_agent_celery.capture import RawEvent
+from z4j_agent_celery.config import AgentConfig
+from z4j_agent_celery.runtime import AgentRuntime
+from z4j_agent_celery.transport import TransportSettings
+
+from .fake_brain import SECRET, TOKEN, FakeBrain
+
+FAST = TransportSettings(
+    backoff_initial=0.05,
+    backoff_cap=0.2,
+    unauthorized_backoff=0.1,
+    open_timeout=2,
+    handshake_timeout=2,
+)
+
+
+def make_runtime(
+    url: str, *, token: str = TOKEN, secret: str = SECRET, **config: Any
+) -> AgentRuntime:
+    settings = AgentConfig(
+        brain_url=url,
+        token=token,
+        hmac_secret=secret,
+        agent_name="agent-1",
+        project="proj",
+        **config,
+    )
+    return AgentRuntime(
+        settings,
+        hostname="celery@test",
+        worker_stats=lambda: {"hostname": "celery@test", "pool": "solo", "active": 0},
+        settings=FAST,
+    )
+
+
+@pytest.fixture
+def runtimes() -> Iterator[list[AgentRuntime]]:
+    started: list[AgentRuntime] = []
+    yield started
+    for runtime in started:
+        runtime.stop("test over", timeout=1)
+
+
+def started(runtimes: list[AgentRuntime], runtime: AgentRuntime) -> AgentRuntime:
+    runtimes.append(runtime)
+    runtime.start()
+    return runtime
+
+
+def raw(task_id: str, kind: str = "succeeded", **fields: Any) -> RawEvent:
+    return (kind, task_id, time.time(), {"name": "t.add", **fields})
+
+
+def test_hello_events_ack_heartbeat_and_bye(brain: FakeBrain, runtimes: list[AgentRuntime]) -> None:
+    runtime = started(runtimes, make_runtime(brain.url))
+    assert runtime.transport.connected.wait(5)
+    for n in range(50):
+        runtime.emit(raw(f"t{n}", result=n))
+    assert brain.wait_for(lambda: len(brain.events) == 50)
+    assert brain.wait_for(lambda: len(brain.heartbeats) >= 2, timeout=5)
+    assert brain.wait_for(lambda: len(runtime.buffer) == 0)  # every batch acknowledged
+    (hello,) = brain.hellos
+    assert hello == {
+        "protocol": 1,
+        "agent": "agent-1",
+        "project": "proj",
+        "hostname": "celery@test",
+        "pid": os.getpid(),
+        "agent_version": "0.1.0",
+        "kind": "celery-worker",
+    }
+    assert brain.heartbeats[0] == {
+        "worker": {"hostname": "celery@test", "pool": "solo", "active": 0}
+    }
+    assert [e["task_id"] for e in brain.events] == [f"t{n}" for n in range(50)]
+    assert brain.events[7]["result"] == 7
+    assert brain.errors == []
+    runtime.stop("worker shutdown (test)")
+    assert brain.wait_for(lambda: len(brain.byes) == 1)
+    assert brain.byes == [{"reason": "worker shutdown (test)", "worker": "celery@test"}]
+
+
+def test_batches_follow_the_brains_limit(brain: FakeBrain, runtimes: list[AgentRuntime]) -> None:
+    brain.max_batch = 7
+    runtime = started(runtimes, make_runtime(brain.url))
+    assert runtime.transport.connected.wait(5)
+    for n in range(40):
+        runtime.emit(raw(f"t{n}"))
+    assert brain.wait_for(lambda: len(brain.events) == 40)
+    assert brain.errors == []  # the fake asserts every batch is <= max_batch
+    assert len(brain.batches) >= 6
+
+
+def test_unacknowledged_events_are_resent_after_a_reconnect(
+    brain: FakeBrain, runtimes: list[AgentRuntime], agent_log: io.StringIO
+) -> None:
+    brain.ack = False
+    runtime = started(runtimes, make_runtime(brain.url))
+    assert runtime.transport.connected.wait(5)
+    for n in range(10):
+        runtime.emit(raw(f"t{n}"))
+    assert brain.wait_for(lambda: len(brain.events) == 10)
+    assert runtime.buffer.in_flight >= 1
+    brain.ack = True
+    brain.drop_connections(1011, "restarting")
+    assert brain.wait_for(lambda: runtime.transport.sessions == 2)
+    assert brain.wait_for(lambda: len(runtime.buffer) == 0)
+    ids = [e["id"] for e in brain.events]
+    assert len(ids) == 20
+    assert sorted(set(ids)) == sorted(ids[:10])  # the same events, same ids: the brain dedupes
+    assert "connection closed (code 1011 restarting)" in agent_log.getvalue()
+
+
+def test_a_rejection_close_code_is_logged_with_its_reason(
+    brain: FakeBrain, runtimes: list[AgentRuntime], agent_log: io.StringIO
+) -> None:
+    brain.reject = (4403, "agent disabled")
+    runtime = started(runtimes, make_runtime(brain.url))
+    assert brain.wait_for(lambda: runtime.transport.last_rejection == "4403 agent disabled")
+    assert (
+        "WARNING:z4j.celery.transport:z4j brain closed the agent's connection: "
+        "code 4403, reason 'agent disabled'" in agent_log.getvalue()
+    )
+
+
+def test_a_bad_signature_is_refused_by_the_brain(
+    brain: FakeBrain, runtimes: list[AgentRuntime], agent_log: io.StringIO
+) -> None:
+    runtime = started(runtimes, make_runtime(brain.url, secret="wrong-secret"))
+    assert brain.wait_for(lambda: bool(brain.errors))
+    assert "bad_signature" in brain.errors[0]
+    assert brain.wait_for(lambda: "code 4400" in agent_log.getvalue())
+    assert not runtime.transport.connected.is_set()
+
+
+def test_a_wrong_token_is_logged_once_and_retried(
+    brain: FakeBrain, runtimes: list[AgentRuntime], agent_log: io.StringIO
+) -> None:
+    runtime = started(runtimes, make_runtime(brain.url, token="wrong"))
+    runtime.emit(raw("t1"))
+    assert brain.wait_for(lambda: brain.unauthorized >= 3)
+    lines = [line for line in agent_log.getvalue().splitlines() if "unauthorized" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "ERROR:z4j.celery.transport:z4j rejected the agent: unauthorized (check Z4J_TOKEN)"
+    )
+    assert runtime.transport.last_rejection == "unauthorized"
+    assert runtime.transport.alive
+    assert brain.wait_for(lambda: len(runtime.buffer) == 1)  # kept for when the token is fixed
+
+
+def test_an_unreachable_brain_never_blocks_and_the_buffer_stays_bounded(
+    runtimes: list[AgentRuntime], agent_log: io.StringIO
+) -> None:
+    runtime = started(runtimes, make_runtime("http://127.0.0.1:9", buffer_size=100))
+    start = time.perf_counter()
+    for n in range(1000):
+        runtime.emit(raw(f"t{n}"))
+    assert time.perf_counter() - start < 0.5
+    deadline = time.monotonic() + 5
+    while runtime.buffer.dropped < 900 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(runtime.buffer) == 100
+    assert runtime.buffer.dropped == 900
+    assert "unreachable" in agent_log.getvalue()
+    assert runtime.transport.alive
+
+
+def _child(runtime: AgentRuntime) -> None:
+    for n in range(30):
+        runtime.emit(raw(f"child-{n}", args=[n], result={"n": n}))
+    runtime.flush_child()
+    os._exit(0)
+
+
+def test_events_of_a_forked_pool_child_reach_the_main_process(
+    brain: FakeBrain, runtimes: list[AgentRuntime]
+) -> None:
+    """A prefork child forwards over the socket pair; the main process holds the only socket."""
+    runtime = started(runtimes, make_runtime(brain.url))
+    assert runtime.transport.connected.wait(5)
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=_child, args=(runtime,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(10)
+        assert child.exitcode == 0
+    assert brain.wait_for(lambda: len(brain.events) == 60)
+    assert len(brain.hellos) == 1  # one connection, whatever the number of children
+    assert {e["result"]["n"] for e in brain.events} == set(range(30))
