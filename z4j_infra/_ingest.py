@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 #: Task ids per ``IN (...)`` list on SQLite.
 SQLITE_IN_CHUNK: Final = 500
 
-TASK_COLUMNS: Final = tuple(column.name for column in tasks.columns)
+# Plain str: SQLAlchemy names are a str subclass, which orjson refuses as a key (and
+# jsontext.dumps would then fall back to the standard library, 4x slower).
+TASK_COLUMNS: Final = tuple(str(column.name) for column in tasks.columns)
 _UPDATED_COLUMNS: Final = tuple(name for name in TASK_COLUMNS if name not in ("project_id", "id"))
 _SQLITE_TIMESTAMP_COLUMNS: Final = frozenset(
     index for index, column in enumerate(tasks.columns) if isinstance(column.type, Timestamp)
