@@ -104,3 +104,337 @@ def multi_task_events(
     for t in range(n_tasks):
         events.extend(draw(event_sets(task_id=f"task-{t}", max_size=max_events)))
     return draw(st.permutations(events))
+
+
+# --- Redaction (z4j_domain.redaction) -----------------------------------------
+#
+# Secrets are drawn from alphabets that the filler text around them never uses
+# (filler is lower-case letters and " .,;"), so "this secret does not survive"
+# can be checked by plain substring search.
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_UPPER_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+#: Text around secrets: lower-case words and light punctuation, never a credential shape.
+redaction_filler = st.text(alphabet="abcdefghijklmnopqrstuvwxyz .,;", max_size=20)
+
+#: Credential key words, as word lists, each a default key pattern.
+CREDENTIAL_KEY_WORDS: list[list[str]] = [
+    ["password"],
+    ["passwd"],
+    ["pwd"],
+    ["secret"],
+    ["token"],
+    ["api", "key"],
+    ["access", "key"],
+    ["authorization"],
+    ["auth"],
+    ["credentials"],
+    ["cookie"],
+    ["session"],
+    ["session", "id"],
+    ["private", "key"],
+    ["card", "number"],
+    ["cvv"],
+    ["cvc"],
+    ["ssn"],
+    ["jwt"],
+    ["passphrase"],
+]
+
+#: Keys that look close to credential words but must not be redacted.
+HARMLESS_KEYS: list[str] = [
+    "author",
+    "authority",
+    "authored_by",
+    "co_author",
+    "authenticate",
+    "tokenizer",
+    "max_tokens",
+    "tokens",
+    "sessions",
+    "classname",
+    "class_name",
+    "keyword",
+    "monkey",
+    "passenger",
+    "compass",
+    "bypass",
+    "cookbook",
+    "oauth_provider",
+    "name",
+    "id",
+    "user_id",
+    "email",
+    "amount",
+    "count",
+    "status",
+    "message",
+]
+
+
+def _key_style(words: list[str], style: str) -> str:
+    if style == "snake":
+        return "_".join(words)
+    if style == "kebab":
+        return "-".join(w.capitalize() for w in words)
+    if style == "camel":
+        return words[0] + "".join(w.capitalize() for w in words[1:])
+    if style == "pascal":
+        return "".join(w.capitalize() for w in words)
+    if style == "upper":
+        return "_".join(w.upper() for w in words)
+    if style == "dotted":
+        return ".".join(words)
+    return "".join(words)  # compact
+
+
+@st.composite
+def credential_keys(draw: st.DrawFn) -> str:
+    """A key every default policy redacts: a credential word in some casing and separator style."""
+    words = list(draw(st.sampled_from(CREDENTIAL_KEY_WORDS)))
+    style = draw(
+        st.sampled_from(["snake", "kebab", "camel", "pascal", "upper", "dotted", "compact"])
+    )
+    if draw(st.booleans()):
+        words.insert(0, draw(st.sampled_from(["x", "db", "user", "client", "aws"])))
+    # A word glued on after a short credential word ("tokenvalue") is no longer that word.
+    if style != "compact" and draw(st.booleans()):
+        words.append(draw(st.sampled_from(["value", "hash", "v2", "raw"])))
+    return _key_style(words, style)
+
+
+harmless_keys = st.sampled_from(HARMLESS_KEYS)
+
+
+def _chars(alphabet: str, min_size: int, max_size: int) -> st.SearchStrategy[str]:
+    return st.text(alphabet=alphabet, min_size=min_size, max_size=max_size)
+
+
+@st.composite
+def _jwt(draw: st.DrawFn) -> tuple[str, str]:
+    token = (
+        "eyJ"
+        + draw(_chars(_B64URL, 4, 30))
+        + "."
+        + draw(_chars(_B64URL, 4, 40))
+        + "."
+        + draw(_chars(_B64URL, 0, 40))
+    )
+    return token, token
+
+
+@st.composite
+def _bearer(draw: st.DrawFn) -> tuple[str, str]:
+    token = draw(_chars(_ALNUM + "-._~+/", 7, 40)) + draw(_chars("0123456789", 1, 2))
+    return "Bearer " + token, token
+
+
+@st.composite
+def _basic(draw: st.DrawFn) -> tuple[str, str]:
+    import base64
+
+    user = draw(_chars(_ALNUM, 3, 10))
+    password = draw(_chars(_ALNUM + "!#%", 6, 20))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return "Basic " + token, token
+
+
+@st.composite
+def _url(draw: st.DrawFn) -> tuple[str, str]:
+    scheme = draw(st.sampled_from(["postgres", "postgresql+asyncpg", "redis", "amqp", "https"]))
+    user = draw(_chars("abcdefghijklmnopqrstuvwxyz", 0, 8))
+    password = draw(_chars(_UPPER_DIGITS + "!$%*", 6, 20))
+    host = draw(st.sampled_from(["db", "10.0.0.5:5432", "cache.internal", "[::1]"]))
+    path = draw(st.sampled_from(["", "/", "/db", "/0?ssl=true", "#frag"]))
+    return f"{scheme}://{user}:{password}@{host}{path}", password
+
+
+@st.composite
+def _pem(draw: st.DrawFn) -> tuple[str, str]:
+    kind = draw(st.sampled_from(["", "RSA ", "EC ", "OPENSSH ", "ENCRYPTED "]))
+    body = "\n".join(draw(st.lists(_chars(_ALNUM + "+/", 16, 64), min_size=1, max_size=4)))
+    block = f"-----BEGIN {kind}PRIVATE KEY-----\n{body}\n-----END {kind}PRIVATE KEY-----"
+    return block, body
+
+
+@st.composite
+def _cloud_key(draw: st.DrawFn) -> tuple[str, str]:
+    key = draw(
+        st.one_of(
+            st.tuples(st.sampled_from(["AKIA", "ASIA"]), _chars(_UPPER_DIGITS, 16, 16)),
+            st.tuples(st.sampled_from(["ghp_", "gho_", "ghs_"]), _chars(_ALNUM, 36, 40)),
+            st.tuples(st.just("github_pat_"), _chars(_ALNUM + "_", 22, 82)),
+            st.tuples(
+                st.sampled_from(["xoxb-", "xoxp-", "xoxa-", "xoxr-"]), _chars(_ALNUM, 10, 40)
+            ),
+            st.tuples(
+                st.sampled_from(["sk_live_", "rk_live_", "sk_test_"]), _chars(_ALNUM, 16, 40)
+            ),
+            st.tuples(st.just("AIza"), _chars(_B64URL, 35, 35)),
+        ).map("".join)
+    )
+    return key, key
+
+
+@st.composite
+def _assignment(draw: st.DrawFn) -> tuple[str, str]:
+    key = draw(credential_keys())
+    value = draw(_chars(_UPPER_DIGITS, 6, 20))
+    form = draw(
+        st.sampled_from(["{k}={v}", "{k}: {v}", "'{k}': '{v}'", '"{k}": "{v}"', "?{k}={v}&a=b"])
+    )
+    return form.format(k=key, v=value), value
+
+
+#: (text, secret): a credential in one of the shapes value patterns find; ``secret`` is the
+#: part that must not survive redaction.
+credential_texts: st.SearchStrategy[tuple[str, str]] = st.one_of(
+    _jwt(), _bearer(), _basic(), _url(), _pem(), _cloud_key(), _assignment()
+)
+
+
+@st.composite
+def texts_with_credential(draw: st.DrawFn) -> tuple[str, str]:
+    """(text, secret): a credential text between filler, separated from it by whitespace."""
+    text, secret = draw(credential_texts)
+    before, after = draw(redaction_filler), draw(redaction_filler)
+    return f"{before} {text}\n{after}", secret
+
+
+#: Fragments that, glued together at random, probe how the value patterns interact.
+tricky_texts = st.lists(
+    st.sampled_from(
+        [
+            "password",
+            "token",
+            "auth",
+            "author",
+            "=",
+            ":",
+            "://",
+            "@",
+            "/",
+            " ",
+            "\n",
+            "'",
+            '"',
+            "Bearer ",
+            "Basic ",
+            "Token ",
+            "eyJ",
+            "abc",
+            "A1b2C3d4",
+            ".",
+            "-----BEGIN PRIVATE KEY-----",
+            "-----END PRIVATE KEY-----",
+            "AKIAABCDEFGHIJ012345",
+            "[z4j redacted]",
+            "[z4j truncated]",
+            "&",
+            "?",
+        ]
+    ),
+    max_size=12,
+).map("".join)
+
+#: Harmless JSON-like values: no credential key, no credential shape, small enough for any limit.
+harmless_json: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False),
+        # No "_", "-", ":", "=" or capitals: no credential shape can form; "bearer 1234abcd" could.
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789 .,@/#", max_size=30).filter(
+            lambda text: "bearer" not in text and "basic" not in text
+        ),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(
+            st.one_of(harmless_keys, st.text(alphabet="xyz", max_size=3)), children, max_size=4
+        ),
+    ),
+    max_leaves=15,
+)
+
+
+@st.composite
+def nest_in_json(draw: st.DrawFn, leaf: Any, *, key: str | None = None) -> Any:
+    """``leaf`` (under ``key`` in a dict, if given) at a random depth among harmless values."""
+    value: Any = {key: leaf} if key is not None else leaf
+    for _ in range(draw(st.integers(min_value=0, max_value=4))):
+        if draw(st.booleans()):
+            siblings = draw(st.lists(harmless_json, max_size=2))
+            siblings.insert(draw(st.integers(0, len(siblings))), value)
+            value = siblings
+        else:
+            value = {
+                **draw(st.dictionaries(harmless_keys, harmless_json, max_size=2)),
+                "nested": value,
+            }
+    return value
+
+
+class _RaisingRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr refused")
+
+    __str__ = __repr__
+
+
+class _RaisingHashStr(str):
+    """A str whose hash raises: usable as a value only (a dict or set cannot hold it)."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash refused")
+
+
+class _ExplodingMapping(dict[Any, Any]):
+    def items(self) -> Any:
+        raise RuntimeError("items refused")
+
+
+#: Leaves no JSON encoder accepts: bytes, sets, tuples, odd objects, long and weird strings.
+odd_leaves: st.SearchStrategy[Any] = st.one_of(
+    json_scalars,
+    st.binary(max_size=40),
+    st.builds(bytearray, st.binary(max_size=10)),
+    st.frozensets(st.text(max_size=5), max_size=3),
+    st.sets(st.one_of(st.integers(), st.text(max_size=5)), max_size=3),
+    st.floats(),
+    st.integers(),
+    st.builds(_RaisingRepr),
+    st.builds(_RaisingHashStr, st.text(max_size=5)),
+    st.builds(_ExplodingMapping),
+    st.just(object()),
+    st.integers(min_value=1, max_value=50_000).map(lambda n: "a=" * n),
+    st.integers(min_value=1, max_value=20_000).map(lambda n: "eyJ" * n + "." * n),
+    st.text(),
+    credential_texts.map(lambda pair: pair[0]),
+)
+
+#: Nested values of every odd kind, with non-string keys.
+odd_values: st.SearchStrategy[Any] = st.recursive(
+    odd_leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.tuples(children, children),
+        st.dictionaries(
+            st.one_of(
+                st.text(max_size=8),
+                credential_keys(),
+                st.integers(),
+                st.none(),
+                st.tuples(st.integers()),
+            ),
+            children,
+            max_size=4,
+        ),
+    ),
+    max_leaves=12,
+)

@@ -9,12 +9,21 @@ from z4j_domain.encoding import canonical_json
 from z4j_domain.errors import Conflict, InvalidInput, NotFound, Z4jError
 from z4j_domain.projects import DEFAULT_PROJECT_SLUG, Project
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
+from z4j_domain.redaction import (
+    REDACTED,
+    Redacted,
+    RedactedPayload,
+    RedactionPolicy,
+    redact,
+    redact_task_payload,
+)
 from z4j_domain.tasks import EventKey, EventKind, Task, TaskEvent, TaskState, apply, fold, merge
 from z4j_domain.users import Agent, ApiKey, User
 from z4j_domain.workers import Worker, WorkerStatus
 
 __all__ = [
     "DEFAULT_PROJECT_SLUG",
+    "REDACTED",
     "Agent",
     "ApiKey",
     "Conflict",
@@ -24,6 +33,9 @@ __all__ = [
     "NotFound",
     "Project",
     "QueueCount",
+    "Redacted",
+    "RedactedPayload",
+    "RedactionPolicy",
     "Task",
     "TaskCursor",
     "TaskEvent",
@@ -39,6 +51,8 @@ __all__ = [
     "canonical_json",
     "fold",
     "merge",
+    "redact",
+    "redact_task_payload",
 ]
 
 __version__ = "0.1.0"
