@@ -18,6 +18,9 @@ rely on them.
 ``postgres_database`` (function)
     A :class:`~z4j_infra.Database` on ``postgres_url`` whose tables were all
     emptied before the test; disposed after it.
+``fresh_postgres_database(admin_url)`` (a context manager, not a fixture)
+    URL of a new, empty database ``z4j_test_<hex>``, dropped on exit; for
+    fixtures of other scopes (take ``postgres_admin_url`` first for the skip rule).
 ``empty_postgres_url`` (function)
     URL of a fresh, *unmigrated* database, dropped after the test.
 ``sqlite_url`` (function)
@@ -43,6 +46,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -144,16 +148,22 @@ async def _migrate(url: str) -> None:
         await database.dispose()
 
 
+@contextmanager
+def fresh_postgres_database(admin_url: str) -> Iterator[str]:
+    """URL of a new, empty database ``z4j_test_<hex>``, dropped on exit (even if in use)."""
+    name = _run(_create_database(admin_url))
+    try:
+        yield _sql_url(admin_url, name)
+    finally:
+        _run(_drop_database(admin_url, name))
+
+
 @pytest.fixture(scope="session")
 def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A migrated database for the whole session, dropped at its end."""
-    name = _run(_create_database(postgres_admin_url))
-    url = _sql_url(postgres_admin_url, name)
-    try:
+    with fresh_postgres_database(postgres_admin_url) as url:
         _run(_migrate(url))
         yield url
-    finally:
-        _run(_drop_database(postgres_admin_url, name))
 
 
 @pytest.fixture

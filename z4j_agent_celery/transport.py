@@ -50,6 +50,8 @@ logger = logging.getLogger("z4j.celery.transport")
 REJECTION_CODES: Final = range(4400, 4427)
 #: Room left in a frame for the envelope around the events.
 _FRAME_OVERHEAD: Final = 4096
+#: How long, at least, a stopping agent waits for the brain to close after its bye.
+_BYE_CLOSE_WAIT: Final = 0.5
 
 
 class _Rejected(Exception):
@@ -336,7 +338,7 @@ class Transport:
             sent += 1
 
     def _finish(self, ws: ClientConnection, nonce: str, guard: ReplayGuard) -> None:
-        """Shutdown: send what is pending, wait briefly for acks, say bye."""
+        """Shutdown: send what is pending, wait briefly for acks, say bye, let the brain close."""
         deadline = time.monotonic() + self._flush_timeout
         while time.monotonic() < deadline:
             self._send_batches(ws, nonce)
@@ -354,7 +356,18 @@ class Transport:
             left = len(self.buffer)
         if left:
             logger.warning("z4j agent stopping with %d events not acknowledged by the brain", left)
+        # The brain closes the socket once it has handled the bye (marked the worker
+        # offline); closing first would let it drop the bye unhandled.
+        self._await_close(ws, guard, max(deadline, time.monotonic() + _BYE_CLOSE_WAIT))
         ws.close(1000, "bye")
+
+    def _await_close(self, ws: ClientConnection, guard: ReplayGuard, deadline: float) -> None:
+        """Read (acks) until the brain closes the socket or ``deadline`` passes."""
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self._receive(ws.recv(timeout=left), guard)
+            except (TimeoutError, ConnectionClosed, FrameRejected):
+                return
 
 
 class _Unauthorized(Exception):

@@ -411,6 +411,8 @@ class AgentConnection:
         self._all_acked.set()
         self._failed = asyncio.Event()
         self._checked_at = runtime.clock.now()
+        #: The worker reports this connection stored, by hostname (see _write_worker).
+        self._workers: dict[str, Worker] = {}
 
     @property
     def _metrics(self) -> Any:
@@ -553,6 +555,12 @@ class AgentConnection:
             if self._failed.is_set():
                 return _Close(CLOSE_INTERNAL, "the brain could not store a batch; resend it")
 
+    # The writes below run in transactions that only write, after any read in a
+    # transaction of its own: on SQLite a transaction that reads and then writes
+    # fails at once ("database is locked") when another connection, such as the
+    # ingest writer, committed in between, whereas one that writes first waits
+    # for the lock (busy_timeout).
+
     async def _still_active(self) -> bool:
         now = self._runtime.clock.now()
         if now - self._checked_at < RECHECK_INTERVAL:
@@ -562,8 +570,9 @@ class AgentConnection:
         try:
             async with self._runtime.uow() as uow:
                 agent = await uow.agents.get_by_token_hash(identity.agent.token_hash)
-                if agent is None or not agent.is_active:
-                    return False
+            if agent is None or not agent.is_active:
+                return False
+            async with self._runtime.uow() as uow:
                 await uow.agents.touch(agent.id, now)
                 await uow.commit()
         except StorageError:
@@ -571,33 +580,37 @@ class AgentConnection:
             _log.exception("could not re-check agent %s", identity.agent.name)
         return True
 
+    async def _stored_worker(self, hostname: str) -> Worker | None:
+        known = self._workers.get(hostname)
+        if known is not None:
+            return known
+        async with self._runtime.uow() as uow:
+            return await uow.workers.get(self._project_id, hostname)
+
+    async def _write_worker(self, worker: Worker) -> None:
+        async with self._runtime.uow() as uow:
+            await uow.workers.save(self._project_id, worker)
+            await uow.commit()
+        self._workers[worker.hostname] = worker
+        self._runtime.live.workers_changed(self._project_id, [worker])
+
     async def _save_worker(self, worker: Worker) -> None:
         try:
-            async with self._runtime.uow() as uow:
-                previous = await uow.workers.get(self._project_id, worker.hostname)
-                if previous is not None:
-                    worker = attrs.evolve(worker, first_seen_at=previous.first_seen_at)
-                await uow.workers.save(self._project_id, worker)
-                await uow.commit()
+            previous = await self._stored_worker(worker.hostname)
+            if previous is not None:
+                worker = attrs.evolve(worker, first_seen_at=previous.first_seen_at)
+            await self._write_worker(worker)
         except StorageError:
             # A lost heartbeat is harmless: the next one, seconds later, says the same.
             _log.exception("could not store a heartbeat of agent %s", self._session.agent_name)
-            return
-        self._runtime.live.workers_changed(self._project_id, [worker])
 
     async def _mark_offline(self, hostname: str) -> None:
         try:
-            async with self._runtime.uow() as uow:
-                worker = await uow.workers.get(self._project_id, hostname)
-                if worker is None:
-                    return
-                worker = attrs.evolve(worker, status=WorkerStatus.OFFLINE)
-                await uow.workers.save(self._project_id, worker)
-                await uow.commit()
+            worker = await self._stored_worker(hostname)
+            if worker is not None:
+                await self._write_worker(attrs.evolve(worker, status=WorkerStatus.OFFLINE))
         except StorageError:
             _log.exception("could not mark worker %s offline", hostname)
-            return
-        self._runtime.live.workers_changed(self._project_id, [worker])
 
 
 def _bearer_token() -> str:

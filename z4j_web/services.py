@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -335,12 +335,26 @@ async def authenticate(uow_factory: UnitOfWorkFactory, clock: Clock, key: str) -
         user = await uow.users.get(api_key.user_id)
         if user is None:
             raise rejected
-        now = clock.now()
-        if api_key.last_used_at is None or now - api_key.last_used_at >= _TOUCH_INTERVAL:
-            await uow.api_keys.touch(api_key.id, now)
-            await uow.commit()
-            api_key = attrs.evolve(api_key, last_used_at=now)
+    now = clock.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at >= _TOUCH_INTERVAL:
+        key_id = api_key.id
+        await _write_only(uow_factory, lambda uow: uow.api_keys.touch(key_id, now))
+        api_key = attrs.evolve(api_key, last_used_at=now)
     return Principal(user=user, api_key=api_key)
+
+
+async def _write_only(
+    uow_factory: UnitOfWorkFactory, write: Callable[[UnitOfWork], Awaitable[None]]
+) -> None:
+    """Run ``write`` in a transaction of its own that writes before it reads anything.
+
+    On SQLite a transaction that has read and then writes fails at once
+    ("database is locked") if another connection, such as the ingest writer,
+    committed in between; one that starts by writing waits for the lock.
+    """
+    async with uow_factory() as uow:
+        await write(uow)
+        await uow.commit()
 
 
 # -- agents -------------------------------------------------------------------------
@@ -459,9 +473,8 @@ async def authenticate_agent(
         project = await uow.projects.get(agent.project_id)
         if project is None:
             raise rejected
-        now = clock.now()
-        await uow.agents.touch(agent.id, now)
-        await uow.commit()
+    now = clock.now()
+    await _write_only(uow_factory, lambda uow: uow.agents.touch(agent.id, now))
     secret = agent_secret(instance_secret, agent).encode("utf-8")
     return AgentIdentity(
         agent=attrs.evolve(agent, last_seen_at=now), project=project, secret=secret

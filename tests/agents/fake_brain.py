@@ -6,7 +6,7 @@ session, sequence, clock), answers ``hello`` with ``welcome``, acknowledges
 ``events`` batches, and records everything it received. Knobs let a test make
 it close with a rejection code, hold back acks, or drop the connection.
 
-It stands in for the real gateway only until that lands.
+The agent's unit tests use it; the end-to-end tests run the real brain.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.sync.server import Server, ServerConnection, serve
 
 from z4j_domain.frames import Frame, FrameType, ReplayGuard, decode_frame, encode_frame
@@ -51,6 +52,11 @@ class FakeBrain:
         self.ack = True
         #: Close every new session right after welcome with (code, reason).
         self.reject: tuple[int, str] | None = None
+        #: Seconds the fake takes to handle a bye before it closes (as the brain
+        #: marks the worker offline); ``open_after_bye`` records whether the
+        #: agent's socket was still open by then.
+        self.bye_delay = 0.0
+        self.open_after_bye: list[bool] = []
         self.lock = threading.RLock()  # wait_for holds it while predicates re-take it
         self.events: list[dict[str, Any]] = []
         self.frames: list[Frame] = []
@@ -196,3 +202,9 @@ class FakeBrain:
             if frame.type is FrameType.EVENTS and self.ack:
                 out_seq += 1
                 self._send(ws, FrameType.ACK, nonce, out_seq, {"batches": [frame.body["batch"]]})
+            elif frame.type is FrameType.BYE:
+                time.sleep(self.bye_delay)
+                with self.lock:
+                    self.open_after_bye.append(ws.state is State.OPEN)
+                ws.close(1000, "bye")  # as the brain does once it has handled the bye
+                return

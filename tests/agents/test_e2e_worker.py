@@ -1,27 +1,49 @@
-"""End to end: a real ``celery worker`` (prefork, Redis) with the agent, talking to a brain.
+"""End to end: a real ``celery worker`` (prefork, Redis) with the agent, reporting to a real brain.
 
-For now the brain is :class:`~tests.agents.fake_brain.FakeBrain`, which speaks
-the agent protocol; switch ``e2e_brain`` to the real gateway when it lands.
+The brain is ``z4j serve`` in a subprocess, on SQLite and on PostgreSQL (the
+``brain`` fixture is parametrized; one brain and one worker per backend for the
+whole module, since both are slow to start). Its first admin comes from
+``Z4J_BOOTSTRAP_ADMIN_*``; the agent and the API key are minted with the real
+``z4j agent create`` / ``z4j api-key create``. Everything is asserted through
+the brain's HTTP API, polling until the expected state arrives.
+
 Needs Redis at ``Z4J_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379``);
 skipped with a message naming Redis when it is unreachable, failed instead
-when ``Z4J_REQUIRE_SERVICES=1``.
+when ``Z4J_REQUIRE_SERVICES=1``. The PostgreSQL half follows the same rule
+(see ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
-from .fake_brain import SECRET, TOKEN, FakeBrain
+from tests.conftest import fresh_postgres_database
+from tests.serving import (
+    Server,
+    clean_environment,
+    free_port,
+    get_json,
+    run_z4j,
+    z4j_environment,
+)
+from z4j_agent_celery.config import DEFAULT_MAX_PAYLOAD_BYTES
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +51,40 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("Z4J_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 BROKER = f"{REDIS_URL}/13"
 BACKEND = f"{REDIS_URL}/14"
-STARTED_LINE = "INFO:z4j.celery.worker_bootstrap:z4j worker bootstrap: agent runtime started"
-UNAUTHORIZED = "ERROR:z4j.celery.transport:z4j rejected the agent: unauthorized (check Z4J_TOKEN)"
+
+ADMIN_EMAIL: Final = "e2e@example.com"
+ADMIN_PASSWORD: Final = "an end-to-end admin password"
+AGENT: Final = "e2e-worker"
+QUEUE: Final = "e2e"
+TASKS: Final = "tests.agents.celery_app"
+
+STARTED_LINE: Final = "INFO:z4j.celery.worker_bootstrap:z4j worker bootstrap: agent runtime started"
+UNAUTHORIZED: Final = (
+    "ERROR:z4j.celery.transport:z4j rejected the agent: unauthorized (check Z4J_TOKEN)"
+)
+BRAIN_UNAUTHORIZED: Final = re.compile(
+    r"^WARNING:z4j\.gateway:unauthorized agent connection from 127\.0\.0\.1\S*:"
+    r" unknown or revoked token$",
+    re.MULTILINE,
+)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, every: float = 0.05) -> bool:
+    """Whether ``predicate`` became true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
+# -- the services ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def redis_ready() -> None:
+    """Empty broker and result databases, or a skip (a failure in CI) naming Redis."""
     import redis
 
     try:
@@ -54,27 +104,149 @@ def redis_ready() -> None:
 
 @pytest.fixture(scope="module")
 def e2e_app(redis_ready: None) -> Any:
+    """The tasks module of the worker's Celery app, its client pointed at the test Redis."""
     from tests.agents import celery_app
 
     celery_app.app.conf.update(broker_url=BROKER, result_backend=BACKEND)
     return celery_app
 
 
+class Brain:
+    """``z4j serve`` on a database of its own, restartable on the same port."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.servers: list[Server] = []
+        self.key = ""
+
+    @property
+    def server(self) -> Server:
+        """The current (last started) server."""
+        return self.servers[-1]
+
+    def start(self) -> Server:
+        """Start ``z4j serve`` and wait until it answers."""
+        server = Server(self.env, self.port)
+        self.servers.append(server)
+        server.wait_until_healthy()
+        return server
+
+    def close(self) -> None:
+        """Stop the running server cleanly; kill anything left."""
+        if self.servers and self.server.process.poll() is None:
+            self.server.stop()
+        for server in self.servers:
+            server.kill()
+
+    def z4j(self, *args: str) -> Any:
+        """Run a ``z4j ... --json`` command against this brain's database; its JSON output."""
+        done = run_z4j(self.env, *args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def get(self, path: str) -> tuple[int, Any]:
+        """``GET /api/v1/projects/default/<path>`` with the API key."""
+        return get_json(f"{self.url}/api/v1/projects/default/{path}", self.key)
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        """The task with its ``events``, or ``None`` while the brain does not know it."""
+        status, body = self.get(f"tasks/{task_id}")
+        if status == 404:
+            return None
+        assert status == 200, body
+        task: dict[str, Any] = body
+        return task
+
+    def worker(self, hostname: str) -> dict[str, Any] | None:
+        """The worker as ``/workers`` lists it, if it is listed."""
+        status, body = self.get("workers")
+        assert status == 200, body
+        return next((w for w in body["items"] if w["hostname"] == hostname), None)
+
+    def wait_task(
+        self,
+        task_id: str,
+        state: str,
+        *kinds: str,
+        until: Callable[[dict[str, Any]], bool] = lambda task: True,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """Poll until the task is in ``state`` and has events of every kind in ``kinds``."""
+        seen: dict[str, Any] | None = None
+
+        def arrived() -> bool:
+            nonlocal seen
+            seen = self.task(task_id)
+            return (
+                seen is not None
+                and seen["state"] == state
+                and set(kinds) <= kinds_of(seen)
+                and until(seen)
+            )
+
+        if not wait_until(arrived, timeout, every=0.1):
+            got = None if seen is None else (seen["state"], sorted(kinds_of(seen)))
+            raise AssertionError(f"task {task_id}: wanted {state} with {kinds}, got {got}")
+        assert seen is not None
+        return seen
+
+
+def kinds_of(task: dict[str, Any]) -> set[str]:
+    """The kinds of event in a task's timeline."""
+    return {event["kind"] for event in task["events"]}
+
+
+def events_of(task: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    """A task's events of one kind, in timeline order."""
+    return [event for event in task["events"] if event["kind"] == kind]
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def brain(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Brain]:
+    """A running brain with the ``default`` project, an API key and the agent ``e2e-worker``."""
+    env = z4j_environment(
+        tmp_path_factory.mktemp(f"brain-{request.param}") / "home",
+        Z4J_BOOTSTRAP_ADMIN_EMAIL=ADMIN_EMAIL,
+        Z4J_BOOTSTRAP_ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
+    with ExitStack() as stack:
+        if request.param == "postgresql":
+            admin_url = request.getfixturevalue("postgres_admin_url")
+            env["Z4J_DATABASE_URL"] = stack.enter_context(fresh_postgres_database(admin_url))
+        brain = Brain(env)
+        stack.callback(brain.close)
+        brain.start()
+        brain.key = brain.z4j("api-key", "create", "--email", ADMIN_EMAIL, "--name", "e2e")["key"]
+        assert brain.get("workers") == (200, {"items": []})
+        yield brain
+
+
+@pytest.fixture(scope="module")
+def agent(brain: Brain) -> dict[str, str]:
+    """The agent's credentials, minted with ``z4j agent create``."""
+    created: dict[str, str] = brain.z4j("agent", "create", "--project", "default", "--name", AGENT)
+    return created
+
+
 class Worker:
     """A ``celery worker`` subprocess whose stdout and stderr go to one file."""
 
-    def __init__(self, log: Path, *, brain_url: str, token: str, queue: str) -> None:
+    def __init__(self, log: Path, *, brain_url: str, token: str, secret: str, queue: str) -> None:
         self.log = log
-        env = {
-            **os.environ,
-            "Z4J_BRAIN_URL": brain_url,
-            "Z4J_TOKEN": token,
-            "Z4J_HMAC_SECRET": SECRET,
-            "Z4J_AGENT_NAME": f"e2e-{queue}",
-            "Z4J_E2E_BROKER": BROKER,
-            "Z4J_E2E_BACKEND": BACKEND,
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = clean_environment(
+            Z4J_BRAIN_URL=brain_url,
+            Z4J_TOKEN=token,
+            Z4J_HMAC_SECRET=secret,
+            Z4J_AGENT_NAME=AGENT,
+            Z4J_E2E_BROKER=BROKER,
+            Z4J_E2E_BACKEND=BACKEND,
+        )
         self.hostname = f"{queue}-{uuid.uuid4().hex[:6]}@localhost"
         with log.open("wb") as output:
             self.process = subprocess.Popen(
@@ -83,7 +255,7 @@ class Worker:
                     "-m",
                     "celery",
                     "-A",
-                    "tests.agents.celery_app",
+                    TASKS,
                     "worker",
                     "--pool=prefork",
                     "--concurrency=2",
@@ -105,9 +277,11 @@ class Worker:
             pytest.fail(f"the worker did not start:\n{self.output()}")
 
     def output(self) -> str:
+        """Everything the worker printed so far."""
         return self.log.read_text(errors="replace")
 
     def stop(self) -> int:
+        """Warm shutdown (SIGTERM); the exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -117,179 +291,305 @@ class Worker:
         return self.process.wait(10)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-@pytest.fixture(scope="module")
-def e2e_brain() -> Iterator[FakeBrain]:
-    with FakeBrain(heartbeat_interval=1.0) as brain:
-        yield brain
-
-
 @pytest.fixture(scope="module")
 def worker(
-    e2e_app: Any, e2e_brain: FakeBrain, tmp_path_factory: pytest.TempPathFactory
+    e2e_app: Any, brain: Brain, agent: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Worker]:
+    """The module's worker on queue ``e2e``, reporting to ``brain`` as agent ``e2e-worker``."""
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    worker = Worker(log, brain_url=e2e_brain.url, token=TOKEN, queue="e2e")
+    worker = Worker(
+        log, brain_url=brain.url, token=agent["token"], secret=agent["hmac_secret"], queue=QUEUE
+    )
     try:
         yield worker
     finally:
         worker.stop()
 
 
-def events(brain: FakeBrain, task_id: str, kind: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in brain.events_of(task_id) if kind is None or e["kind"] == kind]
-
-
-def wait_kinds(brain: FakeBrain, task_id: str, *kinds: str) -> None:
-    if not brain.wait_for(lambda: set(kinds) <= brain.kinds_of(task_id), timeout=20):
-        raise AssertionError(f"{task_id}: wanted {kinds}, got {brain.kinds_of(task_id)}")
+# -- the tests ------------------------------------------------------------------------------
 
 
 def test_the_bootstrap_line_is_printed_once(worker: Worker) -> None:
-    lines = worker.output().splitlines()
-    assert lines.count(STARTED_LINE) == 1, worker.output()
+    """The worker prints the agent's bootstrap line exactly once."""
+    assert worker.output().splitlines().count(STARTED_LINE) == 1, worker.output()
 
 
-def test_a_task_that_succeeds(worker: Worker, e2e_brain: FakeBrain, e2e_app: Any) -> None:
+def test_the_worker_connects_once_and_is_listed(worker: Worker, brain: Brain) -> None:
+    """One connection per worker; its heartbeat lists it online with pool, concurrency, queues."""
+    assert wait_until(lambda: brain.worker(worker.hostname) is not None), brain.server.stderr
+    listed = brain.worker(worker.hostname)
+    assert listed is not None
+    assert listed["status"] == "online"
+    assert (listed["pool"], listed["concurrency"], listed["queues"]) == ("prefork", 2, [QUEUE])
+    assert listed["software"].startswith("celery ")
+    assert listed["last_heartbeat_at"] is not None
+    connected = (
+        f"INFO:z4j.gateway:agent {AGENT} of project default connected from {worker.hostname}"
+        f" (pid {worker.process.pid}, celery-worker "
+    )
+    assert brain.server.stderr.count(connected) == 1, brain.server.stderr
+
+
+def test_a_task_that_succeeds(worker: Worker, brain: Brain, e2e_app: Any) -> None:
+    """A succeeded task is stored with its arguments, result, queue, worker and runtime."""
     result = e2e_app.add.delay(2, 3)
     assert result.get(timeout=20) == 5
-    wait_kinds(e2e_brain, result.id, "received", "started", "succeeded")
-    (received,) = events(e2e_brain, result.id, "received")
-    assert received["args"] == [2, 3]
-    assert received["kwargs"] == {}
-    assert received["name"] == "tests.agents.celery_app.add"
-    assert received["queue"] == "e2e"
-    assert received["worker"] == worker.hostname
-    (succeeded,) = events(e2e_brain, result.id, "succeeded")
-    assert succeeded["result"] == 5
-    assert succeeded["runtime"] >= 0
-    assert succeeded["attempt"] == 0
-    assert succeeded["timestamp"].endswith("+00:00")
+    task = brain.wait_task(result.id, "succeeded", "received", "started", "succeeded")
+    assert task["name"] == f"{TASKS}.add"
+    assert (task["args"], task["kwargs"], task["result"]) == ([2, 3], {}, 5)
+    assert (task["queue"], task["routing_key"], task["worker"]) == (QUEUE, QUEUE, worker.hostname)
+    assert (task["attempt"], task["retries"]) == (0, 0)
+    assert isinstance(task["runtime"], float)
+    assert task["runtime"] >= 0
+    assert task["exception"] is None
+    assert task["traceback"] is None
+    moments = [
+        datetime.fromisoformat(task[field])
+        for field in ("received_at", "started_at", "finished_at", "updated_at")
+    ]
+    assert all(moment.utcoffset() == timedelta(0) for moment in moments)
+    assert moments == sorted(moments)
+    assert task["first_seen_at"] == task["received_at"]
+    # Celery makes a task sent from outside any task its own root.
+    assert (task["root_id"], task["parent_id"]) == (result.id, None)
+    assert sorted(event["kind"] for event in task["events"]) == [
+        "received",
+        "started",
+        "succeeded",
+    ]
 
 
-def test_a_failure_arrives_with_its_traceback(
-    worker: Worker, e2e_brain: FakeBrain, e2e_app: Any
-) -> None:
+def test_a_failure_is_stored_with_its_traceback(worker: Worker, brain: Brain, e2e_app: Any) -> None:
+    """A failed task keeps its exception and the same full traceback Celery stored."""
     result = e2e_app.fail.delay("boom")
     with pytest.raises(ValueError, match="boom"):
         result.get(timeout=20)
-    wait_kinds(e2e_brain, result.id, "received", "started", "failed")
-    (failed,) = events(e2e_brain, result.id, "failed")
-    assert failed["exception"] == "ValueError('boom')"
-    assert failed["traceback"].startswith("Traceback (most recent call last):")
-    assert failed["traceback"].rstrip().endswith("ValueError: boom")
+    task = brain.wait_task(result.id, "failed", "received", "started", "failed")
+    assert task["exception"] == "ValueError('boom')"
+    assert task["traceback"].startswith("Traceback (most recent call last):")
+    assert 'celery_app.py", line' in task["traceback"]
+    assert "raise ValueError(message)" in task["traceback"]
+    assert task["traceback"].rstrip().endswith("ValueError: boom")
+    assert task["traceback"] == result.traceback
+    assert task["result"] is None
+    assert task["runtime"] >= 0
 
 
-def test_retries_are_attempts(worker: Worker, e2e_brain: FakeBrain, e2e_app: Any) -> None:
+def test_retries_are_attempts(worker: Worker, brain: Brain, e2e_app: Any) -> None:
+    """A task retried twice: two retried events, then attempt 2 succeeds."""
     result = e2e_app.flaky.delay(2)
     assert result.get(timeout=20) == 2
-    wait_kinds(e2e_brain, result.id, "retried", "succeeded")
-    assert e2e_brain.wait_for(lambda: len(events(e2e_brain, result.id, "retried")) == 2)
-    retried = sorted(e["attempt"] for e in events(e2e_brain, result.id, "retried"))
-    assert retried == [0, 1]
-    assert [e["attempt"] for e in events(e2e_brain, result.id, "succeeded")] == [2]
-    # The retry is re-published from the pool child: "sent" for attempts 1 and 2.
-    assert e2e_brain.wait_for(lambda: len(events(e2e_brain, result.id, "sent")) == 2)
-    assert sorted(e["attempt"] for e in events(e2e_brain, result.id, "sent")) == [1, 2]
-    assert "RuntimeError('attempt 0')" in {
-        e["exception"] for e in events(e2e_brain, result.id, "retried")
-    }
+    task = brain.wait_task(
+        result.id,
+        "succeeded",
+        "retried",
+        "sent",
+        until=lambda t: len(events_of(t, "retried")) == 2 and len(events_of(t, "sent")) == 2,
+    )
+    assert (task["attempt"], task["retries"], task["result"]) == (2, 2, 2)
+    retried = events_of(task, "retried")
+    assert [e["attempt"] for e in retried] == [0, 1]
+    assert [e["exception"] for e in retried] == [
+        "RuntimeError('attempt 0')",
+        "RuntimeError('attempt 1')",
+    ]
+    assert all(e["traceback"].startswith("Traceback") for e in retried)
+    assert [e["attempt"] for e in events_of(task, "succeeded")] == [2]
+    # Each retry is re-published from the pool child: "sent" for attempts 1 and 2.
+    assert sorted(e["attempt"] for e in events_of(task, "sent")) == [1, 2]
+    assert sorted(e["attempt"] for e in events_of(task, "received")) == [0, 1, 2]
 
 
-def test_a_revoked_task(worker: Worker, e2e_brain: FakeBrain, e2e_app: Any) -> None:
+def test_a_revoked_task(worker: Worker, brain: Brain, e2e_app: Any) -> None:
+    """A task revoked before it runs is stored as revoked and never started."""
     task_id = str(uuid.uuid4())
-    e2e_app.app.control.revoke(task_id)
-    time.sleep(1.0)  # let the broadcast reach the worker before the message
+    replies = e2e_app.app.control.revoke(
+        task_id, destination=[worker.hostname], reply=True, limit=1, timeout=10
+    )
+    assert replies, "the worker did not acknowledge the revoke"
     e2e_app.sleepy.apply_async((0,), task_id=task_id)
-    wait_kinds(e2e_brain, task_id, "revoked")
-    assert "succeeded" not in e2e_brain.kinds_of(task_id)
+    task = brain.wait_task(task_id, "revoked", "revoked")
+    assert wait_until(lambda: e2e_app.app.AsyncResult(task_id).state == "REVOKED")
+    assert task["exception"] == "revoked"
+    assert (task["name"], task["worker"]) == (f"{TASKS}.sleepy", worker.hostname)
+    assert not kinds_of(task) & {"started", "succeeded", "failed"}
 
 
-def test_big_arguments_are_cut(worker: Worker, e2e_brain: FakeBrain, e2e_app: Any) -> None:
+def test_big_arguments_are_cut(worker: Worker, brain: Brain, e2e_app: Any) -> None:
+    """A 100,000-character argument is stored as a bounded prefix ending in the marker."""
     result = e2e_app.echo.delay("x" * 100_000, small=1)
     result.get(timeout=20)
-    wait_kinds(e2e_brain, result.id, "received", "succeeded")
-    (received,) = events(e2e_brain, result.id, "received")
-    assert received["args"][0].startswith("[z4j truncated")
-    assert received["kwargs"] == {"small": 1}
+    task = brain.wait_task(result.id, "succeeded", "received", "succeeded")
+    marker = "[z4j truncated 100000 chars]"
+    (cut,) = task["args"]
+    assert cut.endswith(marker)
+    assert set(cut.removesuffix(marker)) == {"x"}
+    assert len(cut) <= DEFAULT_MAX_PAYLOAD_BYTES
+    assert task["kwargs"] == {"small": 1}
+    (returned,) = task["result"]["args"]
+    assert returned.endswith(marker)
+    assert len(returned) <= DEFAULT_MAX_PAYLOAD_BYTES
+    assert task["result"]["kwargs"] == {"small": 1}
 
 
-def test_chain_group_and_chord_carry_their_canvas_ids(
-    worker: Worker, e2e_brain: FakeBrain, e2e_app: Any
-) -> None:
-    from celery import chain, chord, group
+def test_a_chain_links_each_step_to_its_parent(worker: Worker, brain: Brain, e2e_app: Any) -> None:
+    """The second step of a chain has the first as parent and root, as Celery says."""
+    from celery import chain
 
-    add, total = e2e_app.add, e2e_app.total
-    chained = chain(add.s(1, 2), add.s(3)).apply_async()
+    chained = chain(e2e_app.add.s(1, 2), e2e_app.add.s(3)).apply_async()
     assert chained.get(timeout=20) == 6
-    first, second = chained.parent.id, chained.id
-    wait_kinds(e2e_brain, first, "succeeded")
-    wait_kinds(e2e_brain, second, "received", "succeeded")
-    (received,) = events(e2e_brain, second, "received")
-    assert (received["parent_id"], received["root_id"]) == (first, first)
-    assert received["args"] == [3, 3]
+    first_id, second_id = chained.parent.id, chained.id
+    first = brain.wait_task(first_id, "succeeded")
+    second = brain.wait_task(second_id, "succeeded", "sent", "received")
+    assert (first["root_id"], first["parent_id"]) == (first_id, None)
+    assert (second["root_id"], second["parent_id"]) == (first_id, first_id)
+    assert (second["args"], second["result"]) == ([3, 3], 6)
+    assert (first["group_id"], second["group_id"]) == (None, None)
 
-    grouped = group(add.s(i, i) for i in range(3)).apply_async()
+
+def test_a_group_gives_its_tasks_the_group_id(worker: Worker, brain: Brain, e2e_app: Any) -> None:
+    """Each task of a group carries the GroupResult's id."""
+    from celery import group
+
+    grouped = group(e2e_app.add.s(i, i) for i in range(3)).apply_async()
     assert grouped.get(timeout=20) == [0, 2, 4]
-    for child in grouped.results:
-        wait_kinds(e2e_brain, child.id, "received", "succeeded")
-        assert {e.get("group_id") for e in events(e2e_brain, child.id)} == {grouped.id}
+    for child, expected in zip(grouped.results, [0, 2, 4], strict=True):
+        task = brain.wait_task(child.id, "succeeded", "received")
+        assert (task["group_id"], task["result"]) == (grouped.id, expected)
+        assert (task["root_id"], task["parent_id"], task["chord_id"]) == (child.id, None, None)
 
-    chorded = chord([add.s(1, 1), add.s(2, 2)])(total.s())
+
+def test_a_chord_links_header_and_body(worker: Worker, brain: Brain, e2e_app: Any) -> None:
+    """Header tasks carry the group and chord ids; the body's parent is a header task."""
+    from celery import chord
+
+    chorded = chord([e2e_app.add.s(1, 1), e2e_app.add.s(2, 2)])(e2e_app.total.s())
     assert chorded.get(timeout=20) == 6
-    header = chorded.parent.results
-    for child in header:
-        wait_kinds(e2e_brain, child.id, "received", "succeeded")
-        (received,) = events(e2e_brain, child.id, "received")
-        assert received["chord_id"] == chorded.id
-        assert received["group_id"] == chorded.parent.id
-    wait_kinds(e2e_brain, chorded.id, "sent", "received", "succeeded")
-    (body,) = events(e2e_brain, chorded.id, "received")
-    assert body["args"] == [[2, 4]]
-    assert body["root_id"] == header[0].id
+    header_ids = [child.id for child in chorded.parent.results]
+    header: dict[str, dict[str, Any]] = {}
+    for task_id in header_ids:
+        task = brain.wait_task(task_id, "succeeded", "received")
+        assert (task["group_id"], task["chord_id"]) == (chorded.parent.id, chorded.id)
+        header[task_id] = task
+    body = brain.wait_task(chorded.id, "succeeded", "sent", "received")
+    assert (body["name"], body["args"], body["result"]) == (f"{TASKS}.total", [[2, 4]], 6)
+    # Celery freezes the body into the header's group, and publishes it from the
+    # header task that finished last (whichever that is): that task is the body's
+    # parent, and the body shares its parent's root.
+    assert (body["group_id"], body["chord_id"]) == (chorded.parent.id, None)
+    assert body["parent_id"] in header
+    assert body["root_id"] == header[body["parent_id"]]["root_id"]
 
 
-def test_one_connection_and_heartbeats(worker: Worker, e2e_brain: FakeBrain) -> None:
-    assert e2e_brain.wait_for(lambda: len(e2e_brain.heartbeats) >= 1)
-    assert len(e2e_brain.hellos) == 1
-    hello = e2e_brain.hellos[0]
-    assert (hello["kind"], hello["hostname"], hello["project"]) == (
-        "celery-worker",
-        worker.hostname,
-        "default",
-    )
-    assert hello["pid"] == worker.process.pid
-    stats = e2e_brain.heartbeats[-1]["worker"]
-    assert (stats["pool"], stats["concurrency"], stats["queues"]) == ("prefork", 2, ["e2e"])
-    assert e2e_brain.errors == []
-
-
-def test_a_wrong_token_is_logged_and_tasks_still_run(
-    e2e_app: Any, e2e_brain: FakeBrain, tmp_path: Path
+def test_a_wrong_token_is_refused_and_tasks_still_run(
+    e2e_app: Any, brain: Brain, agent: dict[str, str], tmp_path: Path
 ) -> None:
+    """A bad token: one ERROR in the worker, a WARNING in the brain, and the tasks still run."""
     worker = Worker(
-        tmp_path / "unauthorized.log", brain_url=e2e_brain.url, token="wrong", queue="e2e-unauth"
+        tmp_path / "unauthorized.log",
+        brain_url=brain.url,
+        token="z4ja_wrong",
+        secret=agent["hmac_secret"],
+        queue="e2e-unauth",
     )
     try:
         assert wait_until(lambda: UNAUTHORIZED in worker.output()), worker.output()
+        assert wait_until(lambda: BRAIN_UNAUTHORIZED.search(brain.server.stderr) is not None), (
+            brain.server.stderr
+        )
         result = e2e_app.add.apply_async((2, 2), queue="e2e-unauth")
         assert result.get(timeout=20) == 4
         assert worker.output().count(UNAUTHORIZED) == 1
-        assert STARTED_LINE in worker.output().splitlines()
+        assert worker.output().splitlines().count(STARTED_LINE) == 1
+        # Nothing of that worker reached the brain.
+        assert brain.task(result.id) is None
+        assert brain.worker(worker.hostname) is None
     finally:
         assert worker.stop() == 0
 
 
-def test_bye_on_shutdown(worker: Worker, e2e_brain: FakeBrain) -> None:
-    """Last: stops the module's worker."""
+def test_a_brain_restart_loses_and_duplicates_nothing(
+    worker: Worker, brain: Brain, e2e_app: Any
+) -> None:
+    """Tasks flow while the brain restarts; then each is stored once, succeeded, no event twice."""
+    count, first_part = 300, 100
+    results: list[Any] = []
+    resume = threading.Event()
+
+    def enqueue() -> None:
+        for i in range(count):
+            if i == first_part:
+                resume.wait(30)
+            results.append(e2e_app.add.apply_async((i, 1_000_000)))
+            time.sleep(0.01)
+
+    since = urllib.parse.quote(datetime.now(UTC).isoformat())
+    producer = threading.Thread(target=enqueue, daemon=True)
+    producer.start()
+    old = brain.server
+    try:
+        # Mid-stream: the brain has stored some of the first part...
+        assert wait_until(lambda: len(results) >= first_part // 2)
+        brain.wait_task(results[0].id, "succeeded")
+        # ... and the rest is sent while it stops, is away, and comes back.
+        resume.set()
+        assert old.stop() == 0, old.stderr
+        time.sleep(2)  # the brain stays away for a while
+        brain.start()
+    finally:
+        resume.set()
+        producer.join(60)
+    assert len(results) == count
+    for i, result in enumerate(results):
+        assert result.get(timeout=60) == i + 1_000_000
+
+    def stored() -> list[tuple[str, str]]:
+        """(id, state) of every task first seen since the test began, all pages."""
+        tasks: list[tuple[str, str]] = []
+        cursor = ""
+        while True:
+            status, page = brain.get(f"tasks?since={since}&limit=500{cursor}")
+            assert status == 200, page
+            tasks += [(item["id"], item["state"]) for item in page["items"]]
+            if page["next_cursor"] is None:
+                return tasks
+            cursor = f"&cursor={urllib.parse.quote(page['next_cursor'])}"
+
+    expected = {(result.id, "succeeded") for result in results}
+    assert wait_until(lambda: expected <= set(stored()), 60, every=0.5), (
+        f"{len(expected - set(stored()))} tasks missing; worker:\n{worker.output()}"
+    )
+    counts = Counter(stored())
+    assert set(counts) == expected
+    assert set(counts.values()) == {1}
+    for i, result in enumerate(results):
+        task = brain.task(result.id)
+        assert task is not None
+        assert (task["state"], task["result"], task["attempt"]) == ("succeeded", i + 1_000_000, 0)
+        event_ids = [event["id"] for event in task["events"]]
+        assert len(event_ids) == len(set(event_ids)), task["events"]
+        assert sorted(event["kind"] for event in task["events"]) == [
+            "received",
+            "started",
+            "succeeded",
+        ]
+    # The stopping brain told the agent to come back later, and it did.
+    assert "z4j brain connection closed (code 1012 " in worker.output()
+    assert f"agent {AGENT} of project default connected from {worker.hostname}" in (
+        brain.server.stderr
+    )
+    for server in (old, brain.server):
+        assert "Traceback" not in server.stderr, server.stderr
+
+
+def test_bye_on_shutdown_marks_the_worker_offline(worker: Worker, brain: Brain) -> None:
+    """Last (it stops the module's worker): the agent says bye and the brain marks it offline."""
+    connected = f"agent {AGENT} of project default connected from {worker.hostname}"
+    assert wait_until(lambda: connected in brain.server.stderr), brain.server.stderr
     assert worker.stop() == 0
-    assert e2e_brain.wait_for(lambda: len(e2e_brain.byes) == 1)
-    assert e2e_brain.byes[0] == {"reason": "warm shutdown (SIGTERM)", "worker": worker.hostname}
+    assert wait_until(lambda: (brain.worker(worker.hostname) or {}).get("status") == "offline"), (
+        f"{brain.worker(worker.hostname)}\nbrain:\n{brain.server.stderr}\nworker:\n{worker.output()}"
+    )
+    assert f"INFO:z4j.gateway:agent {AGENT} said bye (warm shutdown (SIGTERM))" in (
+        brain.server.stderr
+    )

@@ -93,6 +93,19 @@ def test_hello_events_ack_heartbeat_and_bye(brain: FakeBrain, runtimes: list[Age
     assert brain.byes == [{"reason": "worker shutdown (test)", "worker": "celery@test"}]
 
 
+def test_after_bye_the_agent_lets_the_brain_close(
+    brain: FakeBrain, runtimes: list[AgentRuntime]
+) -> None:
+    """A stopping agent keeps its socket open until the brain has handled the bye and closed."""
+    brain.bye_delay = 0.3
+    runtime = started(runtimes, make_runtime(brain.url))
+    assert runtime.transport.connected.wait(5)
+    runtime.stop("worker shutdown (test)")
+    assert brain.wait_for(lambda: len(brain.open_after_bye) == 1)
+    assert brain.open_after_bye == [True]
+    assert not runtime.transport.alive
+
+
 def test_batches_follow_the_brains_limit(brain: FakeBrain, runtimes: list[AgentRuntime]) -> None:
     brain.max_batch = 7
     runtime = started(runtimes, make_runtime(brain.url))

@@ -3,118 +3,21 @@
 from __future__ import annotations
 
 import json
-import queue
 import re
-import signal
-import socket
-import subprocess
-import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .conftest import Z4J, RunZ4j
+from tests.serving import Server, free_port, request
+
+from .conftest import RunZ4j
 
 pytestmark = pytest.mark.slow
 
 SETUP_URL = re.compile(r"(http://127\.0\.0\.1:\d+/setup\?token=[A-Za-z0-9_-]+)")
 PASSWORD = "a long enough password"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """A running ``z4j serve`` whose stderr is collected line by line."""
-
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str] = queue.Queue()
-        self.process = subprocess.Popen(
-            [*Z4J, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-            self._queue.put(line)
-
-    def wait_for_line(self, pattern: re.Pattern[str], timeout: float = 60) -> re.Match[str]:
-        """The first stderr line (from now on) matching ``pattern``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            match = pattern.search(line)
-            if match:
-                return match
-        pytest.fail(f"no line matching {pattern.pattern!r}; stderr so far:\n{self.stderr}")
-
-    def wait_until_healthy(self, timeout: float = 60) -> None:
-        """Poll /api/v1/health until it answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"z4j serve exited early:\n{self.stderr}")
-            try:
-                status, _ = request(f"{self.base}/api/v1/health")
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"z4j serve did not become healthy:\n{self.stderr}")
-
-    def stop(self) -> int:
-        """SIGTERM, then wait for a clean exit; the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            pytest.fail(f"z4j serve did not stop on SIGTERM:\n{self.stderr}")
-
-    @property
-    def stderr(self) -> str:
-        """Everything the server wrote to stderr so far."""
-        return "".join(self.lines)
-
-
-def request(
-    url: str, *, data: dict[str, str] | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, str]:
-    """GET (or POST a form to) ``url``; the status and the body, for errors too."""
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
-    req = urllib.request.Request(url, data=body, headers=headers or {})  # noqa: S310 - http only
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310 - local test server
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 @pytest.fixture
@@ -129,9 +32,7 @@ def start_server(z4j_env: dict[str, str]) -> Iterator[Any]:
 
     yield start
     for server in servers:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+        server.kill()
 
 
 def test_first_boot_setup_api_key_and_api(start_server: Any, run_z4j: RunZ4j) -> None:

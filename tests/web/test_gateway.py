@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -176,6 +177,45 @@ async def test_heartbeat_saves_the_worker_and_bye_marks_it_offline(
     assert worker.last_heartbeat_at == clock.now()
     assert worker.queues == ("celery",)
     assert worker.pool == "prefork"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_on_sqlite_heartbeat_and_bye_wait_for_another_writer(
+    client: Client,
+    minted: Any,
+    agent: FakeAgent,
+    backend: Backend,
+    seeded: Seeded,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On SQLite, a heartbeat or a bye arriving while another connection writes is still stored."""
+    assert backend.database is not None
+    path = backend.database.engine.url.database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    async def send_while_another_connection_writes(ws: Any, frame: str) -> None:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE projects SET name = name")
+        await ws.send(frame)
+        await asyncio.sleep(0.3)  # the brain handles the frame meanwhile
+        other.execute("COMMIT")
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="z4j.gateway"):
+            async with connected(client, minted.token, agent) as ws:
+                await send_while_another_connection_writes(ws, agent.heartbeat("celery@busy"))
+                await ws.send(agent.events(1, []))
+                agent.read(await ws.receive())  # frames are handled in order
+                await send_while_another_connection_writes(ws, agent.bye("celery@busy"))
+                assert await closed_with(ws) == 1000
+    finally:
+        other.close()
+    async with backend.uow_factory() as uow:
+        worker = await uow.workers.get(seeded.project_id, "celery@busy")
+    assert worker is not None
+    assert worker.status is WorkerStatus.OFFLINE
+    assert caplog.text == ""
 
 
 async def test_bye_waits_for_pending_acks(client: Client, minted: Any, agent: FakeAgent) -> None:

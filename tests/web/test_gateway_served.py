@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +11,7 @@ from hypercorn.config import Config
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.serving import free_port
 from z4j_domain.testing import FakeClock, PlainPasswordHasher
 from z4j_infra.clock import SystemClock
 from z4j_infra.database import Database
@@ -32,17 +32,10 @@ def database(request: pytest.FixtureRequest) -> Database:
     return db
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 async def served(database: Database, settings: Settings) -> AsyncIterator[str]:
     """The app served by hypercorn on a free local port; yields its ws:// base URL."""
-    port = _free_port()
+    port = free_port()
     app = create_app(
         settings,
         database=database,
