@@ -9,6 +9,19 @@ from z4j_domain.encoding import canonical_json
 from z4j_domain.errors import Conflict, InvalidInput, NotFound, Z4jError
 from z4j_domain.projects import DEFAULT_PROJECT_SLUG, Project
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
+from z4j_domain.reconciliation import (
+    ActivityReport,
+    Decision,
+    MarkLost,
+    MarkOutcome,
+    Probe,
+    ProbeAnswer,
+    ReconcilePolicy,
+    is_worker_live,
+    reconcile,
+    verdict_event,
+    worker_offline_at,
+)
 from z4j_domain.redaction import (
     REDACTED,
     Redacted,
@@ -24,15 +37,22 @@ from z4j_domain.workers import Worker, WorkerStatus
 __all__ = [
     "DEFAULT_PROJECT_SLUG",
     "REDACTED",
+    "ActivityReport",
     "Agent",
     "ApiKey",
     "Conflict",
+    "Decision",
     "EventKey",
     "EventKind",
     "InvalidInput",
+    "MarkLost",
+    "MarkOutcome",
     "NotFound",
+    "Probe",
+    "ProbeAnswer",
     "Project",
     "QueueCount",
+    "ReconcilePolicy",
     "Redacted",
     "RedactedPayload",
     "RedactionPolicy",
@@ -50,9 +70,13 @@ __all__ = [
     "apply",
     "canonical_json",
     "fold",
+    "is_worker_live",
     "merge",
+    "reconcile",
     "redact",
     "redact_task_payload",
+    "verdict_event",
+    "worker_offline_at",
 ]
 
 __version__ = "0.1.0"
