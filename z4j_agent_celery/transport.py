@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import attrs
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
@@ -58,31 +59,21 @@ class _Rejected(Exception):
     """The brain refused this connection; already logged."""
 
 
+@attrs.frozen(kw_only=True)
 class TransportSettings:
-    """Timings of the transport; the defaults are for production, tests shorten them."""
+    """Timings of the transport, in seconds; the defaults are for production, tests shorten them."""
 
-    def __init__(
-        self,
-        *,
-        flush_interval: float = 0.025,
-        backoff_initial: float = 0.5,
-        backoff_cap: float = 30.0,
-        unauthorized_backoff: float = 60.0,
-        open_timeout: float = 10.0,
-        handshake_timeout: float = 10.0,
-        default_heartbeat_interval: float = 10.0,
-        max_in_flight: int = 32,
-        warn_every: float = 300.0,
-    ) -> None:
-        self.flush_interval = flush_interval
-        self.backoff_initial = backoff_initial
-        self.backoff_cap = backoff_cap
-        self.unauthorized_backoff = unauthorized_backoff
-        self.open_timeout = open_timeout
-        self.handshake_timeout = handshake_timeout
-        self.default_heartbeat_interval = default_heartbeat_interval
-        self.max_in_flight = max_in_flight
-        self.warn_every = warn_every
+    flush_interval: float = 0.025
+    backoff_initial: float = 0.5
+    backoff_cap: float = 30.0
+    unauthorized_backoff: float = 60.0
+    open_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    default_heartbeat_interval: float = 10.0
+    #: Batches sent and not yet acknowledged, at most.
+    max_in_flight: int = 32
+    #: How often a still-unreachable brain is logged again.
+    warn_every: float = 300.0
 
 
 class Transport:
