@@ -555,11 +555,7 @@ class AgentConnection:
             if self._failed.is_set():
                 return _Close(CLOSE_INTERNAL, "the brain could not store a batch; resend it")
 
-    # The writes below run in transactions that only write, after any read in a
-    # transaction of its own: on SQLite a transaction that reads and then writes
-    # fails at once ("database is locked") when another connection, such as the
-    # ingest writer, committed in between, whereas one that writes first waits
-    # for the lock (busy_timeout).
+    # Reads and writes below run in transactions of their own: see services.write_only.
 
     async def _still_active(self) -> bool:
         now = self._runtime.clock.now()
@@ -572,9 +568,10 @@ class AgentConnection:
                 agent = await uow.agents.get_by_token_hash(identity.agent.token_hash)
             if agent is None or not agent.is_active:
                 return False
-            async with self._runtime.uow() as uow:
-                await uow.agents.touch(agent.id, now)
-                await uow.commit()
+            agent_id = agent.id
+            await services.write_only(
+                self._runtime.uow, lambda uow: uow.agents.touch(agent_id, now)
+            )
         except StorageError:
             # Keep serving through a database hiccup; the next heartbeat checks again.
             _log.exception("could not re-check agent %s", identity.agent.name)
@@ -588,9 +585,10 @@ class AgentConnection:
             return await uow.workers.get(self._project_id, hostname)
 
     async def _write_worker(self, worker: Worker) -> None:
-        async with self._runtime.uow() as uow:
-            await uow.workers.save(self._project_id, worker)
-            await uow.commit()
+        project_id = self._project_id
+        await services.write_only(
+            self._runtime.uow, lambda uow: uow.workers.save(project_id, worker)
+        )
         self._workers[worker.hostname] = worker
         self._runtime.live.workers_changed(self._project_id, [worker])
 

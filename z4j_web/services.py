@@ -338,12 +338,12 @@ async def authenticate(uow_factory: UnitOfWorkFactory, clock: Clock, key: str) -
     now = clock.now()
     if api_key.last_used_at is None or now - api_key.last_used_at >= _TOUCH_INTERVAL:
         key_id = api_key.id
-        await _write_only(uow_factory, lambda uow: uow.api_keys.touch(key_id, now))
+        await write_only(uow_factory, lambda uow: uow.api_keys.touch(key_id, now))
         api_key = attrs.evolve(api_key, last_used_at=now)
     return Principal(user=user, api_key=api_key)
 
 
-async def _write_only(
+async def write_only(
     uow_factory: UnitOfWorkFactory, write: Callable[[UnitOfWork], Awaitable[None]]
 ) -> None:
     """Run ``write`` in a transaction of its own that writes before it reads anything.
@@ -474,7 +474,7 @@ async def authenticate_agent(
         if project is None:
             raise rejected
     now = clock.now()
-    await _write_only(uow_factory, lambda uow: uow.agents.touch(agent.id, now))
+    await write_only(uow_factory, lambda uow: uow.agents.touch(agent.id, now))
     secret = agent_secret(instance_secret, agent).encode("utf-8")
     return AgentIdentity(
         agent=attrs.evolve(agent, last_seen_at=now), project=project, secret=secret

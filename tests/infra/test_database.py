@@ -273,3 +273,21 @@ def test_json_text_keeps_every_value_exactly() -> None:
         assert json.loads(text) == value
         assert jsontext.loads(text) == value
         assert type(jsontext.loads(text)) is type(value)
+
+
+def test_ingest_row_documents_take_orjsons_fast_path() -> None:
+    """A task row document encodes with orjson itself, not the standard-library fallback.
+
+    ``jsontext.dumps`` falls back silently on any ``TypeError``; column names
+    that were a ``str`` subclass once sent every batch down the slow path.
+    """
+    import orjson
+
+    from z4j_infra._ingest import TASK_COLUMNS, _same, _task_values
+
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    task = fold([TaskEvent(id="e1", task_id="t1", kind=EventKind.SUCCEEDED, timestamp=at)])
+    assert task is not None
+    row = dict(zip(TASK_COLUMNS, _task_values(1, task, 1, document=_same), strict=True))
+    assert all(type(name) is str for name in row)
+    assert orjson.loads(orjson.dumps(row))["id"] == "t1"
