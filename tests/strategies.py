@@ -9,7 +9,7 @@ order-dependent fold would show itself.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from hypothesis import strategies as st
 
@@ -46,6 +46,22 @@ SMALL_ATTEMPTS = st.integers(min_value=0, max_value=2)
 
 
 @st.composite
+def _payload_flags(draw: st.DrawFn) -> dict[str, bool]:
+    """Redaction flags as a real pass sets them: an argument flag implies the whole one."""
+    arguments_redacted, arguments_truncated = draw(st.booleans()), draw(st.booleans())
+    return {
+        "arguments_redacted": arguments_redacted,
+        "arguments_truncated": arguments_truncated,
+        "redacted": arguments_redacted or draw(st.booleans()),
+        "truncated": arguments_truncated or draw(st.booleans()),
+    }
+
+
+#: Mostly unflagged events, as in practice.
+payload_flags: Final = st.one_of(st.just({}), _payload_flags())
+
+
+@st.composite
 def task_events(
     draw: st.DrawFn,
     *,
@@ -79,6 +95,7 @@ def task_events(
         parent_id=draw(_maybe(st.sampled_from(["parent-1"]))),
         group_id=draw(_maybe(st.sampled_from(["group-1", "group-2"]))),
         chord_id=draw(_maybe(st.sampled_from(["chord-1"]))),
+        **draw(payload_flags),
     )
 
 

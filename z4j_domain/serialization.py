@@ -17,7 +17,7 @@ from cattrs.errors import ClassValidationError
 
 from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import InvalidInput
-from z4j_domain.tasks import Task, TaskEvent
+from z4j_domain.tasks import PAYLOAD_FLAGS, Task, TaskEvent
 from z4j_domain.workers import Worker
 
 __all__ = [
@@ -57,6 +57,10 @@ TASK_API_FIELDS: Final = (
     "chord_id",
     "first_seen_at",
     "updated_at",
+    "redacted",
+    "truncated",
+    "arguments_redacted",
+    "arguments_truncated",
 )
 
 
@@ -92,7 +96,7 @@ _EVENT_FIELDS: Final = tuple(field.name for field in attrs.fields(TaskEvent))
 
 
 def event_to_dict(event: TaskEvent) -> dict[str, Any]:
-    """The event as a JSON-ready dict, ``None`` fields left out.
+    """The event as a JSON-ready dict, ``None`` fields and unset flags left out.
 
     Written out rather than left to the converter: it runs once per ingested
     event, and a direct walk over the fields is several times faster. The
@@ -102,7 +106,7 @@ def event_to_dict(event: TaskEvent) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _EVENT_FIELDS:
         value = getattr(event, name)
-        if value is None:
+        if value is None or (value is False and name in PAYLOAD_FLAGS):
             continue
         if isinstance(value, datetime):
             value = utc_isoformat(value)

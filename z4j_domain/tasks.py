@@ -231,6 +231,18 @@ class TaskEvent:
     parent_id: str | None = attrs.field(default=None, converter=_optional_id)
     group_id: str | None = attrs.field(default=None, converter=_optional_id)
     chord_id: str | None = attrs.field(default=None, converter=_optional_id)
+    #: Something in this event's payload was replaced by a redaction marker.
+    redacted: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    #: Something in this event's payload was cut off by a size or depth limit.
+    truncated: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    #: The redaction touched ``args`` or ``kwargs``: they are not the task's real arguments.
+    arguments_redacted: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
+    #: A limit cut ``args`` or ``kwargs``: they are not the task's whole arguments.
+    arguments_truncated: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
 
     @property
     def key_tuple(self) -> tuple[int, int, int, datetime, str]:
@@ -267,6 +279,9 @@ PER_ATTEMPT_FIELDS: Final = (
 PER_TASK_FIELDS: Final = ("name", "root_id", "parent_id", "group_id", "chord_id")
 #: Fields that belong to the event that decided the state.
 OUTCOME_FIELDS: Final = ("result", "exception", "traceback", "runtime", "finished_at")
+#: Flags that say what redaction and limits did to a payload; once set by any
+#: event they stay set (a logical or, which keeps the fold order-free).
+PAYLOAD_FLAGS: Final = ("redacted", "truncated", "arguments_redacted", "arguments_truncated")
 
 _TIMESTAMP_FIELD_OF_KIND: Final = {
     EventKind.SENT: "sent_at",
@@ -320,6 +335,15 @@ class Task:
     updated_at: datetime = attrs.field(converter=aware_utc)
     state_key: EventKey
     field_attempts: Mapping[str, int] = attrs.field(factory=dict, converter=_frozen_attempts)
+    #: Some event of this task had something in its payload redacted.
+    redacted: bool = False
+    #: Some event of this task had something in its payload cut off by a limit.
+    truncated: bool = False
+    #: The stored ``args`` / ``kwargs`` may hold redaction markers: a retry must
+    #: not send them as they are.
+    arguments_redacted: bool = False
+    #: The stored ``args`` / ``kwargs`` may have been cut off by a limit.
+    arguments_truncated: bool = False
 
     @property
     def attempt(self) -> int:
@@ -363,6 +387,10 @@ class Task:
             updated_at=event.timestamp,
             state_key=event.key,
             field_attempts={k: event.attempt for k, v in values.items() if v is not None},
+            redacted=event.redacted,
+            truncated=event.truncated,
+            arguments_redacted=event.arguments_redacted,
+            arguments_truncated=event.arguments_truncated,
             **values,
         )
 
@@ -431,6 +459,8 @@ def merge(a: Task, b: Task) -> Task:
     }
     for name in OUTCOME_FIELDS:
         values[name] = getattr(decider, name)
+    for name in PAYLOAD_FLAGS:
+        values[name] = getattr(a, name) or getattr(b, name)
     for name in PER_TASK_FIELDS:
         values[name] = _join_values(getattr(a, name), getattr(b, name))
     attempts: dict[str, int] = {}
@@ -464,6 +494,7 @@ def _fold_events(events: Sequence[TaskEvent]) -> Task:
     first_seen = updated = first.timestamp
     per_task: dict[str, Any] = dict.fromkeys(PER_TASK_FIELDS)
     registers: dict[str, tuple[Any, int]] = dict.fromkeys(PER_ATTEMPT_FIELDS, (None, 0))
+    flags = dict.fromkeys(PAYLOAD_FLAGS, False)
     for event in events:
         if event.task_id != task_id:
             raise InvalidInput(f"cannot fold events of task {event.task_id!r} into {task_id!r}")
@@ -489,6 +520,9 @@ def _fold_events(events: Sequence[TaskEvent]) -> Task:
         if stamp is not None:
             held, held_attempt = registers[stamp]
             registers[stamp] = _join_attempted(held, held_attempt, when, attempt)
+        for name in PAYLOAD_FLAGS:
+            if getattr(event, name):
+                flags[name] = True
     values: dict[str, Any] = {
         "id": task_id,
         "state": decider.kind.state,
@@ -501,6 +535,7 @@ def _fold_events(events: Sequence[TaskEvent]) -> Task:
         "runtime": decider.runtime,
         "finished_at": decider.timestamp if decider.kind.state.is_terminal else None,
         **per_task,
+        **flags,
     }
     attempts: dict[str, int] = {}
     for name, (value, attempt) in registers.items():

@@ -90,6 +90,10 @@ def task_from_values(row: Mapping[str, Any]) -> Task:
             event_id=row["state_event_id"],
         ),
         field_attempts=row["field_attempts"] or {},
+        redacted=bool(row["redacted"]),
+        truncated=bool(row["truncated"]),
+        arguments_redacted=bool(row["arguments_redacted"]),
+        arguments_truncated=bool(row["arguments_truncated"]),
     )
 
 
@@ -149,6 +153,10 @@ def _task_values(
         key.event_id,
         document(dict(task.field_attempts) or None),
         version,
+        task.redacted,
+        task.truncated,
+        task.arguments_redacted,
+        task.arguments_truncated,
     )
 
 

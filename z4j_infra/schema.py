@@ -217,6 +217,12 @@ tasks: Final = sa.Table(
     # Bumped by every write; the bulk upsert only overwrites the version it
     # read, so two brains that both created the same task never lose an update.
     sa.Column("version", sa.Integer, nullable=False),
+    # Added by migration 0003: what redaction and the size limits did to the
+    # task's payload (Task.redacted and friends; a retry reads the argument flags).
+    sa.Column("redacted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("truncated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("arguments_redacted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("arguments_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_tasks_first_seen", "project_id", "first_seen_at", "id"),
     sa.Index("ix_tasks_state", "project_id", "state", "first_seen_at", "id"),
     sa.Index("ix_tasks_name", "project_id", "name", "first_seen_at", "id"),

@@ -13,6 +13,7 @@ from tests.strategies import BASE_TIME, event_sets, task_events
 from z4j_domain.errors import InvalidInput
 from z4j_domain.tasks import (
     OUTCOME_FIELDS,
+    PAYLOAD_FLAGS,
     PER_ATTEMPT_FIELDS,
     PER_TASK_FIELDS,
     EventKind,
@@ -160,6 +161,15 @@ def test_fields_survive_from_whichever_event_carried_them(events: list[TaskEvent
         top = max(e.attempt for e in carriers)
         assert getattr(task, name) in [getattr(e, name) for e in carriers if e.attempt == top], name
         assert task.field_attempts.get(name, 0) == top, name
+
+
+@given(events=event_sets())
+def test_payload_flags_stay_set_once_any_event_set_them(events: list[TaskEvent]) -> None:
+    """What redaction or a limit did to any event's payload is never forgotten."""
+    task = fold(events)
+    assert task is not None
+    for name in PAYLOAD_FLAGS:
+        assert getattr(task, name) == any(getattr(e, name) for e in events), name
 
 
 @given(events=event_sets())
