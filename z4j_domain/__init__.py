@@ -27,7 +27,9 @@ from z4j_domain.redaction import (
     Redacted,
     RedactedPayload,
     RedactionPolicy,
+    RedactionSettings,
     redact,
+    redact_event,
     redact_task_payload,
 )
 from z4j_domain.tasks import EventKey, EventKind, Task, TaskEvent, TaskState, apply, fold, merge
@@ -56,6 +58,7 @@ __all__ = [
     "Redacted",
     "RedactedPayload",
     "RedactionPolicy",
+    "RedactionSettings",
     "Task",
     "TaskCursor",
     "TaskEvent",
@@ -74,6 +77,7 @@ __all__ = [
     "merge",
     "reconcile",
     "redact",
+    "redact_event",
     "redact_task_payload",
     "verdict_event",
     "worker_offline_at",

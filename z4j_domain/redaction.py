@@ -104,6 +104,7 @@ policy (a few thousand distinct keys). Strings are not shortened.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
@@ -113,6 +114,7 @@ import attrs
 
 from z4j_domain.encoding import MAX_JSON_DEPTH
 from z4j_domain.errors import InvalidInput
+from z4j_domain.tasks import TaskEvent
 
 __all__ = [
     "DEFAULT_KEY_FRAGMENTS",
@@ -124,7 +126,9 @@ __all__ = [
     "Redacted",
     "RedactedPayload",
     "RedactionPolicy",
+    "RedactionSettings",
     "redact",
+    "redact_event",
     "redact_task_payload",
 ]
 
@@ -720,9 +724,13 @@ def redact_task_payload(
     result: Any = None,
     exception: str | None = None,
     traceback: str | None = None,
+    whole: bool = False,
 ) -> RedactedPayload:
-    """Redact everything a task event carries, applying the fully-redacted rule for ``name``."""
-    if name is not None and name in policy.fully_redacted_tasks:
+    """Redact everything a task event carries, applying the fully-redacted rule for ``name``.
+
+    ``whole`` applies that rule whatever the name (a task marked in code).
+    """
+    if whole or (name is not None and name in policy.fully_redacted_tasks):
         args_r, kwargs_r = _redact_all(policy, args, kwargs)
         result_r = _redact_whole(result)
     else:
@@ -743,4 +751,124 @@ def redact_task_payload(
         arguments_truncated=args_r.truncated or kwargs_r.truncated,
         redacted=any(part.redacted for part in parts),
         truncated=any(part.truncated for part in parts),
+    )
+
+
+#: Most patterns (of each kind) and task names a project may add.
+MAX_PROJECT_PATTERNS: Final = 100
+#: Longest pattern or task name a project may add, in characters.
+MAX_PATTERN_LENGTH: Final = 500
+
+
+def _settings_list(name: str) -> Callable[[Any, Any, tuple[str, ...]], None]:
+    def check(_instance: Any, _attribute: Any, value: tuple[str, ...]) -> None:
+        if len(value) > MAX_PROJECT_PATTERNS:
+            raise InvalidInput(f"{name}: at most {MAX_PROJECT_PATTERNS} entries")
+        for item in value:
+            if not item.strip() or len(item) > MAX_PATTERN_LENGTH:
+                raise InvalidInput(
+                    f"{name}: entries must be non-blank and at most {MAX_PATTERN_LENGTH} characters"
+                )
+
+    return check
+
+
+def _sorted_unique(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(_tuple_of_str(value))))
+
+
+@attrs.frozen(kw_only=True)
+class RedactionSettings:
+    """A project's additions to the default redaction, as stored by the brain and sent to agents.
+
+    The defaults cannot be turned off; a project can only add key patterns,
+    value patterns and names of tasks to redact whole (see
+    :class:`RedactionPolicy`). :meth:`policy` validates the patterns.
+    """
+
+    extra_key_patterns: tuple[str, ...] = attrs.field(
+        default=(), converter=_sorted_unique, validator=_settings_list("extra_key_patterns")
+    )
+    extra_value_patterns: tuple[str, ...] = attrs.field(
+        default=(), converter=_sorted_unique, validator=_settings_list("extra_value_patterns")
+    )
+    fully_redacted_tasks: tuple[str, ...] = attrs.field(
+        default=(), converter=_sorted_unique, validator=_settings_list("fully_redacted_tasks")
+    )
+
+    def policy(self) -> RedactionPolicy:
+        """The policy these settings give (built once per distinct settings, then cached)."""
+        return _policy_of(self)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        """The JSON form (what the API shows and the brain sends agents)."""
+        return {
+            "extra_key_patterns": list(self.extra_key_patterns),
+            "extra_value_patterns": list(self.extra_value_patterns),
+            "fully_redacted_tasks": list(self.fully_redacted_tasks),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> RedactionSettings:
+        """Read the JSON form; missing keys are empty; raises :class:`InvalidInput`."""
+        if not isinstance(data, Mapping):
+            raise InvalidInput("redaction settings must be a JSON object")
+        unknown = set(data) - {"extra_key_patterns", "extra_value_patterns", "fully_redacted_tasks"}
+        if unknown:
+            raise InvalidInput(
+                f"unknown redaction setting(s): {', '.join(sorted(map(str, unknown)))}"
+            )
+        values: dict[str, tuple[str, ...]] = {}
+        for name in ("extra_key_patterns", "extra_value_patterns", "fully_redacted_tasks"):
+            items = data.get(name) or []
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise InvalidInput(f"{name} must be a list of strings")
+            values[name] = tuple(items)
+        settings = cls(**values)
+        settings.policy()  # refuse invalid patterns now, not on the ingest path
+        return settings
+
+
+@functools.lru_cache(maxsize=64)
+def _policy_of(settings: RedactionSettings) -> RedactionPolicy:
+    return RedactionPolicy(
+        extra_key_patterns=settings.extra_key_patterns,
+        extra_value_patterns=settings.extra_value_patterns,
+        fully_redacted_tasks=settings.fully_redacted_tasks,
+    )
+
+
+def redact_event(
+    event: TaskEvent, policy: RedactionPolicy, *, fully_redacted: bool = False
+) -> TaskEvent:
+    """``event`` with its payload redacted under ``policy`` and its flags updated.
+
+    ``fully_redacted`` redacts the task whole whatever its name (the agent's
+    per-task option in code). Flags already set on the event stay set, so a
+    second pass (the brain's, after the agent's) keeps what the first reported.
+    Returns ``event`` itself when nothing changed.
+    """
+    payload = redact_task_payload(
+        policy,
+        name=event.name,
+        whole=fully_redacted,
+        args=event.args,
+        kwargs=event.kwargs,
+        result=event.result,
+        exception=event.exception,
+        traceback=event.traceback,
+    )
+    if not (payload.redacted or payload.truncated):
+        return event
+    return attrs.evolve(
+        event,
+        args=payload.args,
+        kwargs=payload.kwargs,
+        result=payload.result,
+        exception=payload.exception,
+        traceback=payload.traceback,
+        redacted=event.redacted or payload.redacted,
+        truncated=event.truncated or payload.truncated,
+        arguments_redacted=event.arguments_redacted or payload.arguments_redacted,
+        arguments_truncated=event.arguments_truncated or payload.arguments_truncated,
     )
