@@ -3,9 +3,29 @@
 The signal handlers run on the task's own thread (or the worker's consumer
 loop), so they do as little as they can: read a handful of attributes and hand
 a :data:`RawEvent` tuple, holding references to the task's own objects, to
-``emit``. Everything that costs (JSON-safety, size limits, the event id, the
+``emit``. Everything that costs (JSON-safety, size limits, redaction, the event id, the
 :class:`~z4j_domain.tasks.TaskEvent`) happens later, off the task's thread, in
 :func:`materialize`.
+
+**Attempts.** A task's ``attempt`` is ``2 * retries``, plus one when the
+broker *redelivered* the message (``delivery_info["redelivered"]``: set by
+AMQP natively and by kombu's Redis transport when it restores the unacked
+messages of a lost worker, e.g. an ``acks_late`` task whose worker was
+killed). So a redelivered run outranks what was reported of the run it
+replaces (a ``lost`` verdict included), and the next Celery retry, attempt
+``2 * (retries + 1)``, outranks both. ``retries`` stays Celery's own count.
+``sent`` events carry ``2 * retries``: a published message is never a
+redelivery.
+
+**Redaction.** :func:`materialize` cuts payloads to size first (JSON-safe
+values, :mod:`~z4j_agent_celery.payload`), then runs
+:func:`~z4j_domain.redaction.redact_event` with the policy it is given, so
+the event's ``redacted`` / ``truncated`` / ``arguments_*`` flags say what
+either step did. A task declared with ``@app.task(z4j_fully_redacted=True)``
+(Celery keeps unknown task options as class attributes) is redacted whole:
+its arguments' values and its result are replaced. :func:`redact_event_dict`
+is the same redaction over an event dict that is already built (the main
+process's second pass, see :mod:`~z4j_agent_celery.runtime`).
 """
 
 from __future__ import annotations
@@ -16,16 +36,25 @@ from datetime import UTC, datetime
 from time import perf_counter, time
 from typing import Any, Final
 
-from z4j_agent_celery.payload import TRUNCATED, TRUNCATED_KEY, bounded_text, limit_payload
+from z4j_agent_celery.payload import TRUNCATED, TRUNCATED_KEY, Cut, bounded_text, limit_payload
+from z4j_domain.redaction import (
+    DEFAULT_POLICY,
+    RedactionPolicy,
+    redact_event,
+    redact_task_payload,
+)
 from z4j_domain.serialization import event_to_dict
 from z4j_domain.tasks import TaskEvent
 
 __all__ = [
+    "FULLY_REDACTED_OPTION",
     "SIGNALS",
     "Capture",
     "RawEvent",
+    "attempt_of",
     "chord_id_of",
     "materialize",
+    "redact_event_dict",
 ]
 
 #: (kind, task id, UNIX timestamp, fields): what a signal handler hands on.
@@ -34,6 +63,11 @@ RawEvent = tuple[str, str, float, dict[str, Any]]
 #: Longest exception repr and traceback text kept, in characters.
 MAX_EXCEPTION_CHARS: Final = 2_000
 MAX_TRACEBACK_CHARS: Final = 16_000
+
+#: The fields of a raw event that redaction walks.
+_PAYLOAD: Final = ("args", "kwargs", "result", "exception", "traceback")
+#: The task option (``@app.task(z4j_fully_redacted=True)``) that redacts a task whole.
+FULLY_REDACTED_OPTION: Final = "z4j_fully_redacted"
 
 #: The Celery signals a :class:`Capture` listens to, by handler method.
 SIGNALS: Final = {
@@ -87,20 +121,33 @@ def _retries(value: Any) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
-def _exception_text(exception: Any) -> str | None:
+def attempt_of(retries: int, redelivered: bool) -> int:
+    """The delivery attempt of a run: ``2 * retries``, plus one for a broker redelivery."""
+    return 2 * retries + (1 if redelivered else 0)
+
+
+def _exception_text(exception: Any) -> tuple[str | None, bool]:
+    """The exception's text (its ``repr``, or itself if a string), and whether it was cut."""
     if exception is None:
-        return None
+        return None, False
     if isinstance(exception, str):
-        return bounded_text(exception, MAX_EXCEPTION_CHARS)
-    try:
-        text = repr(exception)
-    except Exception:  # a broken __repr__ must not lose the event
-        text = f"<{type(exception).__qualname__}>"
-    return bounded_text(text, MAX_EXCEPTION_CHARS)
+        text = exception
+    else:
+        try:
+            text = repr(exception)
+        except Exception:  # a broken __repr__ must not lose the event
+            text = f"<{type(exception).__qualname__}>"
+    return bounded_text(text, MAX_EXCEPTION_CHARS), len(text) > MAX_EXCEPTION_CHARS
 
 
-def materialize(raw: RawEvent, *, max_payload_bytes: int) -> dict[str, Any]:
-    """The event dict (``event_to_dict`` of a :class:`TaskEvent`) for a raw event."""
+def materialize(
+    raw: RawEvent, *, max_payload_bytes: int, policy: RedactionPolicy = DEFAULT_POLICY
+) -> dict[str, Any]:
+    """The event dict (``event_to_dict`` of a :class:`TaskEvent`) for a raw event.
+
+    Payloads are cut to size, then redacted under ``policy``; the raw event's
+    ``fully_redacted`` field (the task's option in code) redacts them whole.
+    """
     kind, task_id, timestamp, fields = raw
     values: dict[str, Any] = {}
     for name in ("name", "queue", "routing_key", "worker", "root_id", "parent_id", "group_id"):
@@ -108,24 +155,33 @@ def materialize(raw: RawEvent, *, max_payload_bytes: int) -> dict[str, Any]:
         if value is not None:
             values[name] = _str_or_none(value)
     retries = _retries(fields.get("retries"))
+    arguments_cut = Cut()
     if "args" in fields:
         args = fields["args"]
         args = limit_payload(
-            list(args) if isinstance(args, (list, tuple)) else [args], max_payload_bytes
+            list(args) if isinstance(args, (list, tuple)) else [args],
+            max_payload_bytes,
+            cut=arguments_cut,
         )
         values["args"] = args if isinstance(args, list) else [args]
     if "kwargs" in fields:
-        kwargs = limit_payload(fields["kwargs"] or {}, max_payload_bytes)
+        kwargs = limit_payload(fields["kwargs"] or {}, max_payload_bytes, cut=arguments_cut)
         if not isinstance(kwargs, dict):
             kwargs = {TRUNCATED_KEY: kwargs} if str(kwargs).startswith(TRUNCATED) else {}
         values["kwargs"] = kwargs
+    truncated = arguments_cut.cut
     if "result" in fields:
-        values["result"] = limit_payload(fields["result"], max_payload_bytes)
+        result_cut = Cut()
+        values["result"] = limit_payload(fields["result"], max_payload_bytes, cut=result_cut)
+        truncated = truncated or result_cut.cut
     if "exception" in fields:
-        values["exception"] = _exception_text(fields["exception"])
+        values["exception"], exception_cut = _exception_text(fields["exception"])
+        truncated = truncated or exception_cut
     traceback = fields.get("traceback")
     if isinstance(traceback, str) and traceback:
-        values["traceback"] = bounded_text(traceback, MAX_TRACEBACK_CHARS, keep_tail=True)
+        bounded = bounded_text(traceback, MAX_TRACEBACK_CHARS, keep_tail=True)
+        values["traceback"] = bounded
+        truncated = truncated or bounded is not traceback
     runtime = fields.get("runtime")
     if isinstance(runtime, float) and runtime >= 0:
         values["runtime"] = runtime
@@ -143,11 +199,52 @@ def materialize(raw: RawEvent, *, max_payload_bytes: int) -> dict[str, Any]:
         task_id=task_id,
         kind=kind,
         timestamp=datetime.fromtimestamp(timestamp, UTC),
-        attempt=retries,
+        attempt=attempt_of(retries, fields.get("redelivered") is True),
         retries=retries,
+        truncated=truncated,
+        arguments_truncated=arguments_cut.cut,
         **values,
     )
+    fully_redacted = fields.get("fully_redacted") is True
+    if fully_redacted or any(values.get(name) is not None for name in _PAYLOAD):
+        # (An event without payload has nothing to redact: spare the walk.)
+        event = redact_event(event, policy, fully_redacted=fully_redacted)
     return event_to_dict(event)
+
+
+def redact_event_dict(
+    event: dict[str, Any], policy: RedactionPolicy, *, fully_redacted: bool = False
+) -> dict[str, Any]:
+    """:func:`~z4j_domain.redaction.redact_event` on an event dict (``event_to_dict`` form).
+
+    The same rules and flag handling, without building a :class:`TaskEvent`:
+    flags already set stay set, and ``event`` itself is returned when nothing
+    changed. A second pass over an event redacted before changes nothing but
+    what the new ``policy`` adds.
+    """
+    payload = redact_task_payload(
+        policy,
+        name=event.get("name"),
+        whole=fully_redacted,
+        args=event.get("args"),
+        kwargs=event.get("kwargs"),
+        result=event.get("result"),
+        exception=event.get("exception"),
+        traceback=event.get("traceback"),
+    )
+    if not (payload.redacted or payload.truncated):
+        return event
+    out = dict(event)
+    for name in ("args", "kwargs", "result", "exception", "traceback"):
+        value = getattr(payload, name)
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    for flag in ("redacted", "truncated", "arguments_redacted", "arguments_truncated"):
+        if getattr(payload, flag):
+            out[flag] = True
+    return out
 
 
 def _routing_key(delivery_info: Any) -> str | None:
@@ -157,17 +254,38 @@ def _routing_key(delivery_info: Any) -> str | None:
     return None
 
 
+def _redelivered(delivery_info: Any) -> bool:
+    return isinstance(delivery_info, Mapping) and delivery_info.get("redelivered") is True
+
+
+def _fully_redacted(task: Any) -> bool:
+    """Whether ``task`` was declared with ``z4j_fully_redacted=True``."""
+    try:
+        return getattr(task, FULLY_REDACTED_OPTION, False) is True
+    except Exception:  # an exotic task object must not lose the event
+        return False
+
+
 class Capture:
     """Signal handlers that turn Celery's lifecycle into raw events for ``emit``.
 
     ``queue`` is reported as the routing key: under Celery's default direct
     routing the routing key is the queue's name, and the worker is not told
-    the queue a message came from.
+    the queue a message came from. ``tasks`` (the app's task registry, name ->
+    task) lets ``sent`` events honour a task's ``z4j_fully_redacted`` option;
+    every other handler is given the task object by Celery.
     """
 
-    def __init__(self, emit: Callable[[RawEvent], None], *, hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        emit: Callable[[RawEvent], None],
+        *,
+        hostname: str | None = None,
+        tasks: Mapping[str, Any] | None = None,
+    ) -> None:
         self.emit = emit
         self.hostname = hostname
+        self.tasks = tasks
         # task id -> perf_counter() at prerun, per process (a prefork child has its own copy).
         self._started: dict[str, float] = {}
 
@@ -195,11 +313,14 @@ class Capture:
         def getter(name: str) -> Any:
             return getattr(request, name, None)
 
-        routing_key = _routing_key(getter("delivery_info"))
+        delivery_info = getter("delivery_info")
+        routing_key = _routing_key(delivery_info)
         return {
             "name": getattr(task, "name", None) or getter("task"),
             "worker": getter("hostname") or self.hostname,
             "retries": getter("retries"),
+            "redelivered": _redelivered(delivery_info),
+            "fully_redacted": _fully_redacted(task),
             "queue": routing_key,
             "routing_key": routing_key,
             "root_id": getter("root_id"),
@@ -246,7 +367,11 @@ class Capture:
         fields = (
             self._context_fields(sender, request)
             if request is not None and request.id == task_id
-            else {"name": getattr(sender, "name", None), "worker": self.hostname}
+            else {
+                "name": getattr(sender, "name", None),
+                "worker": self.hostname,
+                "fully_redacted": _fully_redacted(sender),
+            }
         )
         fields["exception"] = exception
         fields["traceback"] = getattr(einfo, "traceback", None)
@@ -310,7 +435,8 @@ class Capture:
         if not task_id:
             return
         request_dict = request.request_dict
-        routing_key = _routing_key(request.delivery_info)
+        delivery_info = request.delivery_info
+        routing_key = _routing_key(delivery_info)
         self.emit(
             (
                 "received",
@@ -320,6 +446,8 @@ class Capture:
                     "name": request.name,
                     "worker": request.hostname or self.hostname,
                     "retries": request_dict.get("retries"),
+                    "redelivered": _redelivered(delivery_info),
+                    "fully_redacted": _fully_redacted(getattr(request, "task", None)),
                     "queue": routing_key,
                     "routing_key": routing_key,
                     "root_id": request.root_id,
@@ -339,7 +467,8 @@ class Capture:
         task_id = task_id or headers.get("id")
         if not isinstance(task_id, str) or not task_id:
             return  # nothing to attach the event to
-        routing_key = _routing_key(getattr(message, "delivery_info", None))
+        delivery_info = getattr(message, "delivery_info", None)
+        routing_key = _routing_key(delivery_info)
         self.emit(
             (
                 "rejected",
@@ -349,6 +478,7 @@ class Capture:
                     "name": name or headers.get("task"),
                     "worker": self.hostname,
                     "retries": headers.get("retries"),
+                    "redelivered": _redelivered(delivery_info),
                     "queue": routing_key,
                     "routing_key": routing_key,
                     "root_id": headers.get("root_id"),
@@ -395,13 +525,18 @@ class Capture:
             return
         args, kwargs, embed = body
         key = routing_key if isinstance(routing_key, str) and routing_key else None
+        name = headers.get("task") or sender
+        tasks = self.tasks
         self.emit(
             (
                 "sent",
                 task_id,
                 time(),
                 {
-                    "name": headers.get("task") or sender,
+                    "name": name,
+                    "fully_redacted": tasks is not None
+                    and isinstance(name, str)
+                    and _fully_redacted(tasks.get(name)),
                     "retries": headers.get("retries"),
                     "queue": key,
                     "routing_key": key,

@@ -11,11 +11,34 @@ from typing import Any
 
 import pytest
 from celery import Celery, chord, group
+from celery.worker.request import Request
+from hypothesis import given
+from hypothesis import strategies as st
+from kombu import Message
+from kombu.utils.json import dumps
 
-from z4j_agent_celery.capture import Capture, RawEvent, chord_id_of, materialize
+from z4j_agent_celery.capture import (
+    MAX_EXCEPTION_CHARS,
+    MAX_TRACEBACK_CHARS,
+    Capture,
+    RawEvent,
+    attempt_of,
+    chord_id_of,
+    materialize,
+    redact_event_dict,
+)
 from z4j_agent_celery.payload import TRUNCATED
-from z4j_domain.serialization import event_from_dict
+from z4j_domain.redaction import (
+    DEFAULT_POLICY,
+    REDACTED,
+    RedactionPolicy,
+    RedactionSettings,
+    redact_event,
+)
+from z4j_domain.serialization import event_from_dict, event_to_dict
 from z4j_domain.tasks import EventKind
+
+FLAGS = ("redacted", "truncated", "arguments_redacted", "arguments_truncated")
 
 
 def events_of(raws: list[RawEvent], limit: int = 16_384) -> list[dict[str, Any]]:
@@ -74,7 +97,7 @@ def test_materialize_builds_a_valid_domain_event() -> None:
     event = event_from_dict(first)
     assert event.kind is EventKind.RECEIVED
     assert event.timestamp == datetime(2026, 1, 1, 0, 0, 0, 500000, tzinfo=UTC)
-    assert (event.attempt, event.retries) == (2, 2)
+    assert (event.attempt, event.retries) == (4, 2)  # 2 * retries: not a redelivery
     assert (event.root_id, event.parent_id, event.group_id, event.chord_id) == ("r", "p", "g", "c")
     assert event.args == [1, "<class 'object'>"]
     assert event.kwargs == {"when": "2026-01-01T00:00:00+00:00"}
@@ -217,7 +240,7 @@ def test_the_main_process_signals(capture: Capture, raws: list[RawEvent]) -> Non
     capture.on_rejected(message=SimpleNamespace(headers={}, delivery_info={}), exc=None)
     received, revoked, rejected, unknown = events_of(raws)
     assert received["kind"] == "received"
-    assert (received["attempt"], received["group_id"], received["queue"]) == (1, "g1", "default")
+    assert (received["attempt"], received["group_id"], received["queue"]) == (2, "g1", "default")
     assert (received["args"], received["kwargs"]) == ([1], {"a": 1})
     assert revoked["kind"] == "revoked"
     assert revoked["exception"] == "revoked: terminated (signal 15)"
@@ -250,3 +273,322 @@ def test_the_signal_handlers_cost_microseconds(app: Celery) -> None:
     per_signal = (time.perf_counter() - start) / (rounds * 3)
     assert len(sink) == rounds * 2
     assert per_signal < 50e-6, f"{per_signal * 1e6:.1f} us per signal"
+
+
+# -- delivery attempts ------------------------------------------------------------------
+
+
+def test_the_attempt_rule() -> None:
+    """2 * retries, plus one for a redelivery: a redelivered run outranks the run it replaces."""
+    assert [attempt_of(r, False) for r in range(3)] == [0, 2, 4]
+    assert [attempt_of(r, True) for r in range(3)] == [1, 3, 5]
+    for fields, attempt in (
+        ({"retries": 0}, 0),
+        ({"retries": 0, "redelivered": True}, 1),
+        ({"retries": 3}, 6),
+        ({"retries": 3, "redelivered": True}, 7),
+        ({"retries": 3, "redelivered": "yes"}, 6),  # only a real True counts
+        ({"retries": -1}, 0),
+        ({}, 0),
+    ):
+        (event,) = events_of([("started", "t", time.time(), fields)])
+        assert event["attempt"] == attempt, fields
+        assert event.get("retries", 0) == max(0, fields.get("retries", 0))
+
+
+def message_for(
+    app: Celery, name: str, task_id: str, *, retries: int = 0, redelivered: bool, **call: Any
+) -> Message:
+    """A real task message as a worker receives it, with the broker's ``redelivered`` mark."""
+    sent = app.amqp.as_task_v2(task_id, name, retries=retries, **call)
+    return Message(
+        body=dumps(sent.body),
+        headers=sent.headers,
+        properties=sent.properties,
+        content_type="application/json",
+        content_encoding="utf-8",
+        delivery_info={"routing_key": "q", "redelivered": redelivered},
+    )
+
+
+@pytest.mark.parametrize(("redelivered", "attempt"), [(False, 4), (True, 5)])
+def test_a_redelivered_message_is_a_new_attempt(
+    app: Celery, capture: Capture, raws: list[RawEvent], redelivered: bool, attempt: int
+) -> None:
+    """received (the consumer's Request) and the run (the task's context) both see it."""
+
+    @app.task(name="t.add-redelivered", shared=False)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    message = message_for(
+        app, "t.add-redelivered", "tid-r", retries=2, redelivered=redelivered, args=(1, 2)
+    )
+    request = Request(message, app=app, hostname="celery@w1", task=add)
+    capture.on_received(request=request)
+    assert request.execute() == 3
+    events = events_of(raws)
+    assert [e["kind"] for e in events] == ["received", "started", "succeeded"]
+    assert {(e["attempt"], e["retries"]) for e in events} == {(attempt, 2)}
+
+
+def test_sent_events_are_never_redeliveries(capture: Capture, raws: list[RawEvent]) -> None:
+    app = Celery("sent-tests", broker="memory://", set_as_current=False)
+
+    @app.task(name="t.add-sent", shared=False)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    add.apply_async((1, 2), task_id="tid-s", retries=3)
+    (sent,) = events_of(raws)
+    assert (sent["kind"], sent["attempt"], sent["retries"]) == ("sent", 6, 3)
+
+
+# -- redaction and size limits ----------------------------------------------------------
+
+
+def test_credentials_are_redacted_and_flagged() -> None:
+    raw: RawEvent = (
+        "received",
+        "t",
+        time.time(),
+        {
+            "name": "t.login",
+            "args": ["postgres://app:hunter2@db/app"],
+            "kwargs": {"password": "hunter2", "user": "ann"},
+        },
+    )
+    (event,) = events_of([raw])
+    assert event["args"] == [f"postgres://app:{REDACTED}@db/app"]
+    assert event["kwargs"] == {"password": REDACTED, "user": "ann"}
+    assert (event["redacted"], event["arguments_redacted"]) == (True, True)
+    assert not any(flag in event for flag in ("truncated", "arguments_truncated"))
+    assert event_from_dict(event).arguments_redacted
+
+
+def test_a_secret_in_a_result_or_exception_is_not_an_argument() -> None:
+    raw: RawEvent = (
+        "failed",
+        "t",
+        time.time(),
+        {
+            "name": "t.call",
+            "result": {"token": "abc123"},
+            "exception": "PermissionError('Authorization: Bearer abcdef123456')",
+            "traceback": "Traceback ...\n    api_key = 'sk_live_0123456789abcdefghij'\n",
+        },
+    )
+    (event,) = events_of([raw])
+    assert event["result"] == {"token": REDACTED}
+    assert "abcdef123456" not in event["exception"]
+    assert "sk_live_0123456789abcdefghij" not in event["traceback"]
+    assert event["redacted"] is True
+    assert not any(event.get(flag) for flag in ("truncated", "arguments_redacted"))
+
+
+def test_nothing_to_redact_sets_no_flag() -> None:
+    raw = ("succeeded", "t", time.time(), {"args": [1, "a"], "kwargs": {"n": 2}, "result": 3})
+    (event,) = events_of([raw])
+    assert not any(flag in event for flag in FLAGS)
+    assert (event["args"], event["kwargs"], event["result"]) == ([1, "a"], {"n": 2}, 3)
+
+
+@pytest.mark.parametrize(
+    ("fields", "flags"),
+    [
+        ({"args": ["x" * 5000]}, {"truncated", "arguments_truncated"}),
+        ({"kwargs": {"k": list(range(10_000))}}, {"truncated", "arguments_truncated"}),
+        ({"kwargs": {f"k{n}": n for n in range(300)}}, {"truncated", "arguments_truncated"}),
+        ({"args": [object()] * 3}, set()),  # a repr, but nothing cut
+        ({"result": "y" * 9000}, {"truncated"}),
+        ({"result": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}, {"truncated"}),
+        ({"exception": "E" * (MAX_EXCEPTION_CHARS + 1)}, {"truncated"}),
+        ({"exception": "E" * MAX_EXCEPTION_CHARS}, set()),
+        ({"traceback": "T" * (MAX_TRACEBACK_CHARS + 1)}, {"truncated"}),
+        ({"args": ["x" * 100], "result": "y" * 100}, set()),
+    ],
+)
+def test_the_agents_own_limits_set_the_truncated_flags(
+    fields: dict[str, Any], flags: set[str]
+) -> None:
+    (event,) = events_of([("succeeded", "t", time.time(), fields)], limit=1000)
+    assert {flag for flag in FLAGS if event.get(flag)} == flags
+    assert event_from_dict(event).truncated is ("truncated" in flags)
+
+
+def test_a_project_policy_adds_to_the_defaults() -> None:
+    settings = RedactionSettings(
+        extra_key_patterns=["pin"],
+        extra_value_patterns=[r"ACME-\d{6}"],
+        fully_redacted_tasks=["t.medical"],
+    )
+    policy = settings.policy()
+    raw: RawEvent = (
+        "received",
+        "t",
+        time.time(),
+        {"name": "t.pay", "kwargs": {"pin": 1234, "ref": "order ACME-123456", "password": "x"}},
+    )
+    (default,) = [materialize(raw, max_payload_bytes=16_384)]
+    assert default["kwargs"] == {"pin": 1234, "ref": "order ACME-123456", "password": REDACTED}
+    project = materialize(raw, max_payload_bytes=16_384, policy=policy)
+    assert project["kwargs"] == {"pin": REDACTED, "ref": f"order {REDACTED}", "password": REDACTED}
+    medical: RawEvent = (
+        "succeeded",
+        "t",
+        time.time(),
+        {"name": "t.medical", "args": ["ann", 42], "kwargs": {"dx": "flu"}, "result": "ok"},
+    )
+    whole = materialize(medical, max_payload_bytes=16_384, policy=policy)
+    assert whole["args"] == [REDACTED, REDACTED]
+    assert whole["kwargs"] == {"dx": REDACTED}
+    assert whole["result"] == REDACTED
+    assert whole["arguments_redacted"] is True
+
+
+def test_a_task_marked_fully_redacted_in_code(
+    app: Celery, capture: Capture, raws: list[RawEvent]
+) -> None:
+    """``@app.task(z4j_fully_redacted=True)``: every event of it, in every handler."""
+
+    @app.task(name="t.private-failing", z4j_fully_redacted=True, shared=False)
+    def private(name: str, age: int = 0) -> dict[str, Any]:
+        raise ValueError(f"no record for {name}")
+
+    message = message_for(
+        app, "t.private-failing", "tid-p", redelivered=False, args=("ann",), kwargs={"age": 42}
+    )
+    request = Request(message, app=app, hostname="celery@w1", task=private)
+    capture.on_received(request=request)
+    request.execute()
+    received, started, failed = events_of(raws)
+    assert received["args"] == [REDACTED]
+    assert received["kwargs"] == {"age": REDACTED}
+    assert (received["redacted"], received["arguments_redacted"]) == (True, True)
+    assert failed["kind"] == "failed"
+    assert failed["exception"] == "ValueError('no record for ann')"  # ordinary rules only
+    assert "redacted" not in started
+
+    raws.clear()
+    private.apply(("bob",), {"age": 7}, task_id="tid-q")
+    assert [e["kind"] for e in events_of(raws)] == ["started", "failed"]
+
+
+def test_a_fully_redacted_task_is_sent_redacted(raws: list[RawEvent]) -> None:
+    app = Celery("sent-redacted", broker="memory://", set_as_current=False)
+
+    @app.task(name="t.private-sent", z4j_fully_redacted=True, shared=False)
+    def private(name: str) -> None:
+        return None
+
+    @app.task(name="t.public-sent", shared=False)
+    def public(name: str) -> None:
+        return None
+
+    # The worker passes app.tasks; a plain mapping here keeps other tests' shared
+    # tasks from being registered into this app when it finalizes.
+    tasks = {"t.private-sent": private, "t.public-sent": public}
+    capture = Capture(raws.append, hostname="celery@test", tasks=tasks)
+    capture.connect()
+    try:
+        private.apply_async(("ann",), task_id="tid-1")
+        public.apply_async(("ann",), task_id="tid-2")
+    finally:
+        capture.disconnect()
+    hidden, shown = events_of(raws)
+    assert (hidden["args"], hidden["arguments_redacted"]) == ([REDACTED], True)
+    assert (shown["args"], shown.get("redacted")) == (["ann"], None)
+
+
+def test_a_successful_fully_redacted_run(
+    app: Celery, capture: Capture, raws: list[RawEvent]
+) -> None:
+    @app.task(name="t.private-ok", z4j_fully_redacted=True, shared=False)
+    def private(name: str) -> str:
+        return f"hello {name}"
+
+    private.apply(("ann",), task_id="tid-s")
+    _started, succeeded = events_of(raws)
+    assert (succeeded["kind"], succeeded["result"], succeeded["redacted"]) == (
+        "succeeded",
+        REDACTED,
+        True,
+    )
+    assert "arguments_redacted" not in succeeded
+
+
+# -- the second pass over event dicts ---------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["password", "pin", "user", "apiKey", "note", "x"]),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+_texts = st.one_of(
+    st.none(),
+    st.text(max_size=60),
+    st.sampled_from(["token=abc123", "Bearer abcdefgh12345678", "pin: 1234", "plain"]),
+)
+_POLICIES = [
+    DEFAULT_POLICY,
+    RedactionSettings(extra_key_patterns=["pin"], fully_redacted_tasks=["t.b"]).policy(),
+    RedactionPolicy(max_depth=3, max_nodes=5),
+]
+
+
+@given(
+    args=st.none() | st.lists(_json, max_size=3),
+    kwargs=st.none() | st.dictionaries(st.text(max_size=8), _json, max_size=3),
+    result=_json,
+    exception=_texts,
+    traceback=_texts,
+    name=st.sampled_from(["t.a", "t.b"]),
+    policy=st.sampled_from(_POLICIES),
+    whole=st.booleans(),
+    flags=st.sets(st.sampled_from(FLAGS)),
+)
+def test_the_second_pass_is_redact_event_on_the_dict(
+    args: Any,
+    kwargs: Any,
+    result: Any,
+    exception: Any,
+    traceback: Any,
+    name: str,
+    policy: RedactionPolicy,
+    whole: bool,
+    flags: set[str],
+) -> None:
+    """:func:`redact_event_dict` gives what ``redact_event`` gives, and is idempotent."""
+    event = event_from_dict(
+        {
+            "id": "e",
+            "task_id": "t",
+            "kind": "succeeded",
+            "timestamp": "2026-01-01T00:00:00+00:00",
+            "name": name,
+            **dict.fromkeys(flags, True),
+            **{
+                key: value
+                for key, value in (
+                    ("args", args),
+                    ("kwargs", kwargs),
+                    ("result", result),
+                    ("exception", exception),
+                    ("traceback", traceback),
+                )
+                if value is not None
+            },
+        }
+    )
+    as_dict = event_to_dict(event)
+    expected = event_to_dict(redact_event(event, policy, fully_redacted=whole))
+    once = redact_event_dict(as_dict, policy, fully_redacted=whole)
+    assert once == expected
+    assert redact_event_dict(once, policy, fully_redacted=whole) == once

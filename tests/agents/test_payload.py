@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from z4j_agent_celery.payload import (
     MAX_ITEMS,
     TRUNCATED,
     TRUNCATED_KEY,
+    Cut,
     bounded_text,
     json_safe,
     limit_payload,
@@ -24,6 +26,18 @@ from z4j_agent_celery.payload import (
 class Opaque:
     def __repr__(self) -> str:
         return "<Opaque>"
+
+
+class LongRepr:
+    def __repr__(self) -> str:
+        return "r" * 500
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
 
 
 class BrokenRepr:
@@ -123,3 +137,33 @@ def test_the_result_is_always_strict_json(value: Any) -> None:
     safe = json_safe(value)
     text = json.dumps(safe, allow_nan=False)
     assert json_safe(json.loads(text)) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "was_cut"),
+    [
+        ({"a": [1, "x" * 60], "b": None}, False),
+        ("x" * 65, True),  # one string over the limit
+        ({"k" * 70: 1}, True),  # a key over the limit
+        ([Opaque()] * 3, False),
+        ([LongRepr()], True),
+        (list(range(MAX_ITEMS + 1)), True),
+        ({str(i): i for i in range(MAX_ITEMS + 1)}, True),
+        (nested(MAX_DEPTH + 1), True),
+        (nested(MAX_DEPTH - 1), False),
+        (["y" * 60] * 50, True),  # every string fits; the whole is over the limit
+    ],
+)
+def test_a_cut_reports_whether_anything_was_cut(value: Any, was_cut: bool) -> None:
+    cut = Cut()
+    limited = limit_payload(value, 256, cut=cut)
+    assert cut.cut is was_cut
+    assert (TRUNCATED in json.dumps(limited)) is was_cut
+    assert limit_payload(value, 256) == limited  # the flag changes nothing else
+
+
+@given(anything)
+def test_the_cut_flag_agrees_with_the_markers(value: Any) -> None:
+    cut = Cut()
+    safe = json_safe(value, string_limit=8, cut=cut)
+    assert cut.cut is (TRUNCATED in json.dumps(safe))
