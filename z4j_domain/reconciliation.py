@@ -24,9 +24,10 @@ known. Otherwise a task is suspect, from a moment called its *due time*, when
   of counts as offline one heartbeat window after the task's last event (or
   after ``listening_since``, if later);
 * its worker is live, but that worker's latest report, made at least
-  :attr:`~ReconcilePolicy.report_grace` after the task's last event, does not
-  list it (a worker restarted under the same name, or an outcome event that was
-  dropped): due at the task's last event plus that grace. Without reports this
+  :attr:`~ReconcilePolicy.report_grace` after the task's last event (or after
+  a report last listed it, if later), does not list it (a worker restarted
+  under the same name, or an outcome event that was dropped): due at that
+  moment plus the grace. Without reports this
   never happens, so tasks on live workers are then never touched;
 * no worker is known for its current attempt (not received yet; a retry
   waiting in the queue is judged by its new attempt, not by the old one's
@@ -132,11 +133,12 @@ def _at_least_reconcile_interval(
 class ReconcilePolicy:
     """How long silence, reports and probes are given before the reconciler acts.
 
-    The defaults detect a dead worker's task within about 8 s (window) + 15 s
-    (one pass) and declare it lost a minute later if no agent can account for
-    it. The probe timeout outlasts an agent's reconnection backoff (30 s at
-    most), so after a brain restart every agent is back before a probe that
-    nobody could answer turns into a verdict.
+    The defaults detect a dead worker's task within about 8 s (window) + 10 s
+    (one pass) and declare it lost 30 s after the window expired if no agent
+    can account for it: under a minute from the crash to ``lost``, whatever
+    the phase of the passes. The probe timeout is as long as an agent's
+    longest reconnection backoff (30 s), so after a brain restart every agent
+    is back before a probe that nobody could answer turns into a verdict.
     """
 
     #: How often agents send heartbeats (the brain tells them in ``welcome``).
@@ -146,7 +148,7 @@ class ReconcilePolicy:
     #: Silence longer than this makes a worker offline; default 3 intervals + 2 s.
     heartbeat_window: timedelta = attrs.field(validator=[_positive, _longer_than_heartbeat])
     #: How often the shell runs :func:`reconcile`.
-    reconcile_interval: timedelta = attrs.field(default=timedelta(seconds=15), validator=_positive)
+    reconcile_interval: timedelta = attrs.field(default=timedelta(seconds=10), validator=_positive)
     #: Extra time a received (not started) task on an offline worker gets before
     #: it is probed; at most one reconcile interval, so it never delays a decision
     #: by more than one pass.
@@ -156,7 +158,7 @@ class ReconcilePolicy:
     #: How long unanswered probes go on before a task on an offline worker is lost;
     #: at least one reconcile interval.
     probe_timeout: timedelta = attrs.field(
-        default=timedelta(seconds=60), validator=[_positive, _at_least_reconcile_interval]
+        default=timedelta(seconds=30), validator=[_positive, _at_least_reconcile_interval]
     )
     #: How long after a task's last event its live worker's report must have been
     #: made for the task's absence from it to count (reporting lag, clock skew).
@@ -345,6 +347,7 @@ class _View:
     reports: Mapping[str, ActivityReport]
     held: frozenset[str]
     answers: Mapping[str, tuple[ProbeAnswer, ...]]
+    last_listed: Mapping[str, datetime]
 
 
 def _index_by(items: Iterable[Any], key: str, what: str) -> dict[str, Any]:
@@ -382,7 +385,8 @@ def _suspicion(task: Task, view: _View) -> _Suspicion | None:
         )
     if hostname in view.live:
         report = view.reports.get(hostname)
-        due = task.updated_at + policy.report_grace
+        seen = max(task.updated_at, view.last_listed.get(task.id, task.updated_at))
+        due = seen + policy.report_grace
         if report is None or report.reported_at < due:
             return None
         reported_at = utc_isoformat(report.reported_at)
@@ -487,14 +491,17 @@ def reconcile(
     reports: Iterable[ActivityReport] = (),
     answers: Iterable[ProbeAnswer] = (),
     listening_since: datetime | None = None,
+    last_listed: Mapping[str, datetime] | None = None,
 ) -> tuple[Decision, ...]:
     """Decide, for one project at ``now``, which tasks to probe or to settle.
 
     ``tasks`` are the project's unfinished tasks (terminal ones are skipped),
     ``workers`` its workers, ``reports`` the latest :class:`ActivityReport` of
     each worker, ``answers`` every :class:`ProbeAnswer` received so far (older
-    ones are harmless), and ``listening_since`` when the brain started
-    listening to agents. Returns at most one decision per task, by task id;
+    ones are harmless), ``listening_since`` when the brain started
+    listening to agents, and ``last_listed`` when a report last listed each
+    task (a task listed for days and then dropped is judged from then, not
+    from its last event). Returns at most one decision per task, by task id;
     the same inputs always give the same decisions, whatever their order.
     Raises :class:`~z4j_domain.errors.InvalidInput` if a task, worker or
     worker's report is given twice.
@@ -521,6 +528,7 @@ def reconcile(
         reports=live_reports,
         held=frozenset(i for report in live_reports.values() for i in report.task_ids),
         answers={task_id: tuple(found) for task_id, found in answers_of.items()},
+        last_listed={k: aware_utc(v) for k, v in (last_listed or {}).items()},
     )
     decisions: list[Decision] = []
     for task in sorted(_index_by(tasks, "id", "task").values(), key=lambda t: t.id):

@@ -10,6 +10,10 @@ variable                           meaning (default)
 ``Z4J_HOST`` / ``Z4J_PORT``        where to listen (``127.0.0.1`` / ``7700``)
 ``Z4J_BOOTSTRAP_ADMIN_EMAIL``      first admin, created on first boot; set both or neither
 ``Z4J_BOOTSTRAP_ADMIN_PASSWORD``
+``Z4J_HEARTBEAT_INTERVAL``         seconds between agents' heartbeats (``2``)
+``Z4J_HEARTBEAT_WINDOW``           silence after which a worker is offline (3 intervals + 2 s)
+``Z4J_RECONCILE_INTERVAL``         seconds between reconciler passes (``10``)
+``Z4J_PROBE_TIMEOUT``              unanswered probes before a dead worker's task is lost (``30``)
 =================================  ==========================================================
 """
 
@@ -21,11 +25,14 @@ import os
 import secrets
 import stat
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
+from z4j_domain.errors import InvalidInput
+from z4j_domain.reconciliation import ReconcilePolicy
 from z4j_infra.errors import ConfigError
 
 __all__ = [
@@ -64,6 +71,8 @@ class Settings:
     port: int = DEFAULT_PORT
     bootstrap_admin_email: str | None = None
     bootstrap_admin_password: str | None = attrs.field(default=None, repr=False)
+    #: Heartbeats, liveness and the reconciler's timings.
+    reconcile: ReconcilePolicy = attrs.Factory(ReconcilePolicy)
 
 
 def normalize_database_url(url: str) -> str:
@@ -115,7 +124,36 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         port=_parse_port(get("Z4J_PORT")),
         bootstrap_admin_email=email,
         bootstrap_admin_password=password,
+        reconcile=_reconcile_policy(get),
     )
+
+
+_POLICY_VARIABLES: Final = {
+    "Z4J_HEARTBEAT_INTERVAL": "heartbeat_interval",
+    "Z4J_HEARTBEAT_WINDOW": "heartbeat_window",
+    "Z4J_RECONCILE_INTERVAL": "reconcile_interval",
+    "Z4J_PROBE_TIMEOUT": "probe_timeout",
+}
+
+
+def _reconcile_policy(get: Any) -> ReconcilePolicy:
+    values: dict[str, timedelta] = {}
+    for variable, field in _POLICY_VARIABLES.items():
+        raw = get(variable)
+        if raw is None:
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds < 86_400:
+            raise ConfigError(f"{variable} must be a number of seconds above 0, got {raw!r}")
+        values[field] = timedelta(seconds=seconds)
+    try:
+        return ReconcilePolicy(**values)
+    except (ValueError, TypeError, InvalidInput) as error:
+        names = ", ".join(sorted(_POLICY_VARIABLES))
+        raise ConfigError(f"inconsistent reconciler settings ({names}): {error}") from None
 
 
 def _parse_port(raw: str | None) -> int:

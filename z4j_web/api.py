@@ -6,6 +6,7 @@ project) and the audit log come with issue 7's work.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Final
 
@@ -15,13 +16,17 @@ from werkzeug.datastructures import MultiDict
 from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import InvalidInput
 from z4j_domain.queries import TaskQuery
+from z4j_domain.redaction import RedactionSettings
 from z4j_domain.serialization import event_to_dict, task_to_dict, worker_to_dict
 from z4j_domain.users import Agent
+from z4j_domain.workers import Worker
 from z4j_web import services
 from z4j_web.auth import require_api_key
 from z4j_web.runtime import current_runtime
 
 __all__ = ["agent_to_dict", "blueprint", "task_query_params"]
+
+_log = logging.getLogger("z4j.api")
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1/projects/<project>")
 
@@ -88,9 +93,62 @@ async def get_task(project: str, task_id: str) -> dict[str, Any]:
 @blueprint.get("/workers")
 @require_api_key
 async def list_workers(project: str) -> dict[str, Any]:
-    """The project's workers, by hostname."""
-    workers = await services.list_workers(current_runtime().uow, project)
-    return {"items": [worker_to_dict(worker) for worker in workers]}
+    """The project's workers, by hostname: online or offline, and when each was last heard from."""
+    runtime = current_runtime()
+    workers = await services.list_workers(
+        runtime.uow,
+        project,
+        now=runtime.clock.now(),
+        policy=runtime.settings.reconcile,
+        listening_since=runtime.reconciler.listening_since,
+    )
+    return {"items": [_worker_to_dict(worker) for worker in workers]}
+
+
+def _worker_to_dict(worker: Worker) -> dict[str, Any]:
+    shown = worker_to_dict(worker)
+    shown["last_seen_at"] = utc_isoformat(worker.last_heartbeat_at or worker.first_seen_at)
+    return shown
+
+
+@blueprint.get("/settings/redaction")
+@require_api_key
+async def get_redaction(project: str) -> dict[str, Any]:
+    """The project's additions to the default redaction (the defaults are always on)."""
+    runtime = current_runtime()
+    async with runtime.uow() as uow:
+        project_id = (await services.get_project(uow, project)).id
+    return (await runtime.redaction.settings(project_id)).to_dict()
+
+
+@blueprint.put("/settings/redaction")
+@require_api_key
+async def put_redaction(project: str) -> dict[str, Any]:
+    """Replace the project's redaction additions; connected agents get them at once.
+
+    Body: ``{"extra_key_patterns": [...], "extra_value_patterns": [...],
+    "fully_redacted_tasks": [...]}`` (missing lists are empty). An invalid
+    pattern is refused with the reason and nothing changes.
+    """
+    body = await request.get_json(force=True, silent=True)
+    settings = RedactionSettings.from_dict(body)
+    runtime = current_runtime()
+    async with runtime.uow() as uow:
+        project_id = (await services.get_project(uow, project)).id
+    await runtime.redaction.save(project_id, settings)
+    sent = runtime.reconciler.broadcast(
+        project_id, {"command": "configure", "redaction": settings.to_dict()}
+    )
+    _log.info(
+        "project %s: redaction settings changed (%d key, %d value patterns, %d whole tasks);"
+        " sent to %d connected agents",
+        project,
+        len(settings.extra_key_patterns),
+        len(settings.extra_value_patterns),
+        len(settings.fully_redacted_tasks),
+        sent,
+    )
+    return settings.to_dict()
 
 
 @blueprint.get("/queues")

@@ -17,6 +17,8 @@ from z4j_web.errors import register_error_handlers
 from z4j_web.ingest import DEFAULT_CAPACITY, IngestWriter
 from z4j_web.live import LiveUpdates
 from z4j_web.metrics import Metrics
+from z4j_web.reconciler import Reconciler
+from z4j_web.redaction import RedactionStore
 from z4j_web.runtime import EXTENSION_KEY, Runtime, uow_factory_of
 
 __all__ = ["MAX_REQUEST_BYTES", "create_app"]
@@ -77,6 +79,8 @@ def create_app(
         live=runtime.live,
         capacity=ingest_capacity,
     )
+    runtime.reconciler = Reconciler(runtime)
+    runtime.redaction = RedactionStore(lambda: runtime.uow)
     app.extensions[EXTENSION_KEY] = runtime
 
     @app.before_serving
@@ -87,10 +91,12 @@ def create_app(
             runtime.owns_database = True
         runtime.shutting_down.clear()
         runtime.ingest.start()
+        runtime.reconciler.start()
 
     @app.after_serving
     async def disconnect() -> None:
         runtime.shutting_down.set()
+        await runtime.reconciler.stop()
         # Commit what agents already handed over before the database goes away.
         await runtime.ingest.stop()
         if runtime.owns_database and runtime.database is not None:

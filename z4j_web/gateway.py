@@ -8,9 +8,21 @@ The conversation (every frame signed, see :mod:`z4j_domain.frames` and
 2. Agent -> ``hello`` (session ``"hello"``, seq 0) with ``protocol``, ``agent``,
    ``project``, ``hostname``, ``pid``, ``agent_version`` and ``kind``.
 3. Brain -> ``welcome`` (session = a fresh nonce, the brain's seq 0) with
-   ``session``, ``max_batch``, ``max_frame_bytes`` and ``heartbeat_interval``.
-4. Agent -> ``events`` / ``heartbeat`` / ``bye`` in that session, seq 1, 2, ...;
-   brain -> ``ack`` ``{"batches": [...]}`` once a batch's events are committed.
+   ``session``, ``max_batch``, ``max_frame_bytes``, ``heartbeat_interval`` and
+   ``redaction`` (the project's additions to the default redaction).
+4. Agent -> ``events`` / ``heartbeat`` / ``bye`` / ``command_result`` in that
+   session, seq 1, 2, ...; brain -> ``ack`` ``{"batches": [...]}`` once a
+   batch's events are committed, and ``command`` frames: ``configure``
+   (``{"command": "configure", "redaction": {...}}``, when the project's
+   settings change) and ``probe`` (``{"id", "command": "probe", "task_ids"}``,
+   from the reconciler; answered by a ``command_result``
+   ``{"id", "command": "probe", "answers": [{"task_id", "active_on",
+   "backend_state"}]}``).
+
+A heartbeat is ``{"worker": {...}, "tasks": [ids] | null}``: ``tasks`` lists
+what the worker holds (active, reserved, scheduled), the reconciler's activity
+report. Every event is redacted again here with the project's policy before
+it is stored (the agent redacted it first), keeping the agent's flags.
 
 Both directions are keyed by the agent's secret (``Z4J_HMAC_SECRET``), which
 the brain re-derives from ``Z4J_SECRET`` and the agent's stored salt. A frame
@@ -50,6 +62,8 @@ from z4j_domain.frames import (
 )
 from z4j_domain.ports import Clock
 from z4j_domain.protocol import HELLO_SESSION
+from z4j_domain.reconciliation import ProbeAnswer
+from z4j_domain.redaction import RedactionSettings, redact_event
 from z4j_domain.serialization import event_from_dict
 from z4j_domain.tasks import TaskEvent
 from z4j_domain.workers import Worker, WorkerStatus
@@ -58,6 +72,7 @@ from z4j_infra.secrets import new_token
 from z4j_web import services
 from z4j_web.errors import AuthenticationFailed
 from z4j_web.ingest import IngestBatch, IngestClosed
+from z4j_web.reconciler import parse_probe_answers
 from z4j_web.runtime import Runtime, current_runtime
 
 __all__ = [
@@ -65,6 +80,7 @@ __all__ = [
     "AgentConnection",
     "AgentSession",
     "Bye",
+    "CommandResult",
     "EventsBatch",
     "Heartbeat",
     "ProtocolViolation",
@@ -77,8 +93,10 @@ blueprint = Blueprint("gateway", __name__)
 
 #: Most events an agent should put in one frame (told in ``welcome``).
 MAX_BATCH: Final = 1_000
-#: Seconds between an agent's heartbeats (told in ``welcome``).
-HEARTBEAT_INTERVAL: Final = 2.0
+#: Most task ids a heartbeat's activity report may list.
+MAX_REPORTED_TASKS: Final = 10_000
+#: Commands queued for one agent before more are dropped (the reconciler sends again).
+MAX_QUEUED_COMMANDS: Final = 64
 #: How long a new connection may take to say hello.
 HELLO_TIMEOUT: Final = 10.0
 #: How long a ``bye`` (or a shutdown) waits for the connection's batches to be acknowledged.
@@ -151,6 +169,16 @@ class Heartbeat:
     """A ``heartbeat`` frame's worker report (``first_seen_at`` still to be merged)."""
 
     worker: Worker
+    #: The ids of the tasks the worker holds, or ``None`` when it did not say.
+    tasks: tuple[str, ...] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CommandResult:
+    """A ``command_result`` frame: a probe's answers (other commands have none yet)."""
+
+    command: str
+    answers: tuple[ProbeAnswer, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -229,6 +257,24 @@ def _text(body: Mapping[str, Any], key: str, *, limit: int = 1_000) -> str | Non
     return value
 
 
+def _task_ids(body: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """A heartbeat's activity report: the ids of the tasks the worker holds."""
+    tasks = body.get("tasks")
+    if tasks is None:
+        return None
+    if (
+        not isinstance(tasks, list)
+        or len(tasks) > MAX_REPORTED_TASKS
+        or not all(
+            isinstance(i, str) and 0 < len(i) <= _MAX_ID_LENGTH and "\x00" not in i for i in tasks
+        )
+    ):
+        raise ProtocolViolation(
+            "malformed", f"'tasks' must be a list of at most {MAX_REPORTED_TASKS} task ids"
+        )
+    return tuple(tasks)
+
+
 def _worker(report: Any, now: Any) -> Worker:
     if not isinstance(report, dict):
         raise ProtocolViolation("malformed", "a heartbeat's 'worker' must be a JSON object")
@@ -273,10 +319,14 @@ class AgentSession:
         clock: Clock,
         *,
         new_nonce: Callable[[], str] = new_token,
+        heartbeat_interval: float = 2.0,
+        redaction: RedactionSettings | None = None,
     ) -> None:
         self.identity = identity
         self._clock = clock
         self._new_nonce = new_nonce
+        self._heartbeat_interval = heartbeat_interval
+        self._redaction = redaction or RedactionSettings()
         self._guard = ReplayGuard(session=HELLO_SESSION)
         self._next_seq = 0
         #: The session nonce, once ``welcome`` was built.
@@ -345,11 +395,12 @@ class AgentSession:
                 "session": self.nonce,
                 "max_batch": MAX_BATCH,
                 "max_frame_bytes": MAX_FRAME_BYTES,
-                "heartbeat_interval": HEARTBEAT_INTERVAL,
+                "heartbeat_interval": self._heartbeat_interval,
+                "redaction": self._redaction.to_dict(),
             },
         )
 
-    def receive(self, text: str | bytes) -> EventsBatch | Heartbeat | Bye | None:
+    def receive(self, text: str | bytes) -> EventsBatch | Heartbeat | Bye | CommandResult | None:
         """Verify one frame after the hello and say what it asks for (``None``: nothing)."""
         if self.nonce is None:
             raise RuntimeError("no session yet: handle the hello first")
@@ -371,14 +422,21 @@ class AgentSession:
                     invalid.append(f"event {index}: {error}")
             return EventsBatch(number=number, events=tuple(valid), invalid=tuple(invalid))
         if frame.type is FrameType.HEARTBEAT:
-            return Heartbeat(worker=_worker(body.get("worker"), self._clock.now()))
+            now = self._clock.now()
+            return Heartbeat(worker=_worker(body.get("worker"), now), tasks=_task_ids(body))
         if frame.type is FrameType.BYE:
             reason = _text(body, "reason") or ""
             worker = _text(body, "worker", limit=_MAX_ID_LENGTH)
             return Bye(reason=reason, worker=worker or None)
         if frame.type is FrameType.COMMAND_RESULT:
-            # Commands are not sent yet; a result of one is harmless and ignored.
-            return None
+            command = body.get("command")
+            if command != "probe":
+                return None  # nothing else is answered yet; harmless
+            try:
+                answers = parse_probe_answers(body, self._clock.now())
+            except InvalidInput as error:
+                raise ProtocolViolation("malformed", f"probe answers: {error}") from None
+            return CommandResult(command=command, answers=tuple(answers))
         raise ProtocolViolation("malformed", f"an agent does not send {frame.type} frames")
 
 
@@ -404,7 +462,9 @@ class AgentConnection:
         self._receive = receive
         self._send = send
         self._project_id = session.identity.project.id
-        self._acks: asyncio.Queue[int] = asyncio.Queue()
+        # What the send task writes: ("ack", batch number) or ("command", body).
+        self._outgoing: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._commands_queued = 0
         #: Batches handed to the writer and not yet acknowledged on the socket.
         self._unacked = 0
         self._all_acked = asyncio.Event()
@@ -417,6 +477,19 @@ class AgentConnection:
     @property
     def _metrics(self) -> Any:
         return self._runtime.metrics
+
+    @property
+    def project_id(self) -> int:
+        """The project of the connected agent."""
+        return self._project_id
+
+    def send_command(self, body: Mapping[str, Any]) -> bool:
+        """Queue a ``command`` frame for the agent; ``False`` if too many are waiting."""
+        if self._failed.is_set() or self._commands_queued >= MAX_QUEUED_COMMANDS:
+            return False
+        self._commands_queued += 1
+        self._outgoing.put_nowait(("command", dict(body)))
+        return True
 
     def _rejected(self, violation: ProtocolViolation) -> _Close:
         _log.warning(
@@ -450,6 +523,14 @@ class AgentConnection:
             hello_info.agent_version if hello_info else "?",
         )
         await self._send(welcome)
+        reconciler = self._runtime.reconciler
+        reconciler.connected(self)
+        try:
+            return await self._serve()
+        finally:
+            reconciler.disconnected(self)
+
+    async def _serve(self) -> _Close:
         receiver = asyncio.ensure_future(self._receive_loop())
         sender = asyncio.ensure_future(self._send_loop())
         closing = asyncio.ensure_future(self._runtime.shutting_down.wait())
@@ -478,7 +559,7 @@ class AgentConnection:
 
     def _committed(self, number: int, ok: bool) -> None:
         if ok:
-            self._acks.put_nowait(number)
+            self._outgoing.put_nowait(("ack", number))
         else:
             self._failed.set()
 
@@ -499,12 +580,16 @@ class AgentConnection:
                         reason,
                     )
                 self._metrics.events_invalid.inc(len(message.invalid))
+                # The brain's own pass: the project's settings may be newer than
+                # the agent's, and an agent may not redact at all.
+                policy = await self._runtime.redaction.policy(self._project_id)
+                events = tuple(redact_event(event, policy) for event in message.events)
                 try:
                     # Waits while the writer's queue is full: backpressure, not loss.
                     await self._runtime.ingest.submit(
                         IngestBatch(
                             project_id=self._project_id,
-                            events=message.events,
+                            events=events,
                             done=functools.partial(self._committed, message.number),
                         )
                     )
@@ -520,6 +605,12 @@ class AgentConnection:
                         ProtocolViolation("unauthorized", "the agent was revoked")
                     )
                 await self._save_worker(message.worker)
+                self._runtime.reconciler.report(
+                    self._project_id, message.worker.hostname, message.tasks
+                )
+            elif isinstance(message, CommandResult):
+                self._metrics.frames_accepted.labels(type="command_result").inc()
+                self._runtime.reconciler.answered(self._project_id, message.answers)
             elif isinstance(message, Bye):
                 self._metrics.frames_accepted.labels(type="bye").inc()
                 _log.info(
@@ -531,11 +622,12 @@ class AgentConnection:
                     await asyncio.wait_for(self._all_acked.wait(), BYE_DRAIN_TIMEOUT)
                 if message.worker is not None:
                     await self._mark_offline(message.worker)
+                    self._runtime.reconciler.worker_left(self._project_id, message.worker)
                 return _Close(CLOSE_NORMAL, "bye")
 
     async def _send_loop(self) -> _Close:
         while True:
-            getter = asyncio.ensure_future(self._acks.get())
+            getter = asyncio.ensure_future(self._outgoing.get())
             failed = asyncio.ensure_future(self._failed.wait())
             try:
                 await asyncio.wait({getter, failed}, return_when=asyncio.FIRST_COMPLETED)
@@ -545,13 +637,21 @@ class AgentConnection:
                     getter.cancel()
             if not getter.done() or getter.cancelled():
                 return _Close(CLOSE_INTERNAL, "the brain could not store a batch; resend it")
-            batches = [getter.result()]
-            while not self._acks.empty():
-                batches.append(self._acks.get_nowait())
-            await self._send(self._session.ack(batches))
-            self._unacked -= len(batches)
-            if self._unacked <= 0:
-                self._all_acked.set()
+            items = [getter.result()]
+            while not self._outgoing.empty():
+                items.append(self._outgoing.get_nowait())
+            # Acks first, all in one frame; then commands, one frame each.
+            batches = [value for kind, value in items if kind == "ack"]
+            if batches:
+                await self._send(self._session.ack(batches))
+                self._unacked -= len(batches)
+                if self._unacked <= 0:
+                    self._all_acked.set()
+            for kind, value in items:
+                if kind == "command":
+                    self._commands_queued -= 1
+                    await self._send(self._session.frame(FrameType.COMMAND, value))
+                    self._metrics.commands_sent.labels(command=value.get("command", "?")).inc()
             if self._failed.is_set():
                 return _Close(CLOSE_INTERNAL, "the brain could not store a batch; resend it")
 
@@ -639,10 +739,16 @@ async def agent_socket() -> Response | None:
     except StorageError:
         _log.exception("storage failed authenticating an agent connection from %s", _peer())
         return Response("the database is unavailable; try again shortly\n", status=503)
+    try:
+        redaction = await runtime.redaction.settings(identity.project.id)
+    except StorageError:
+        _log.exception("storage failed reading the redaction settings for %s", _peer())
+        return Response("the database is unavailable; try again shortly\n", status=503)
     await websocket.accept()
+    heartbeat = runtime.settings.reconcile.heartbeat_interval.total_seconds()
     connection = AgentConnection(
         runtime,
-        AgentSession(identity, runtime.clock),
+        AgentSession(identity, runtime.clock, heartbeat_interval=heartbeat, redaction=redaction),
         receive=websocket.receive,
         send=websocket.send,
     )

@@ -42,6 +42,8 @@ class Metrics:
     flush_seconds: Histogram = attrs.field(init=False)
     flush_failures: Counter = attrs.field(init=False)
     live_dropped: Counter = attrs.field(init=False)
+    commands_sent: Counter = attrs.field(init=False)
+    verdicts: Counter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -88,6 +90,18 @@ class Metrics:
         self.live_dropped = Counter(
             "z4j_live_updates_dropped",
             "Live updates dropped because a dashboard socket read too slowly.",
+            registry=r,
+        )
+        self.commands_sent = Counter(
+            "z4j_gateway_commands_sent",
+            "Commands sent to agents, by command.",
+            ["command"],
+            registry=r,
+        )
+        self.verdicts = Counter(
+            "z4j_reconciler_verdicts",
+            "Reconciler verdicts stored as task events (lost, or the backend's outcome), by kind.",
+            ["kind"],
             registry=r,
         )
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from z4j_web.ingest import IngestWriter
     from z4j_web.live import LiveUpdates
     from z4j_web.metrics import Metrics
+    from z4j_web.reconciler import Reconciler
+    from z4j_web.redaction import RedactionStore
 
 __all__ = ["EXTENSION_KEY", "Runtime", "current_runtime", "uow_factory_of"]
 
@@ -41,6 +43,8 @@ class Runtime:
     metrics: Metrics = attrs.field(init=False)
     live: LiveUpdates = attrs.field(init=False)
     ingest: IngestWriter = attrs.field(init=False)
+    reconciler: Reconciler = attrs.field(init=False)
+    redaction: RedactionStore = attrs.field(init=False)
 
     @property
     def uow(self) -> UnitOfWorkFactory:

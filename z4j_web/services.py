@@ -23,6 +23,7 @@ from z4j_domain.ports import Clock, PasswordHasher, UnitOfWork, UnitOfWorkFactor
 from z4j_domain.projects import DEFAULT_PROJECT_SLUG, Project
 from z4j_domain.protocol import derive_agent_secret
 from z4j_domain.queries import QueueCount, TaskPage, TaskQuery
+from z4j_domain.reconciliation import ReconcilePolicy, is_worker_live
 from z4j_domain.tasks import Task, TaskEvent
 from z4j_domain.users import (
     API_KEY_PREFIX,
@@ -32,7 +33,7 @@ from z4j_domain.users import (
     hash_secret,
     normalize_email,
 )
-from z4j_domain.workers import Worker
+from z4j_domain.workers import Worker, WorkerStatus
 from z4j_infra.errors import StorageError
 from z4j_infra.secrets import new_token
 from z4j_web.errors import (
@@ -513,11 +514,32 @@ async def get_task(
         return task, await uow.events.timeline(project.id, task_id)
 
 
-async def list_workers(uow_factory: UnitOfWorkFactory, project_slug: str) -> Sequence[Worker]:
-    """The project's workers, by hostname."""
+async def list_workers(
+    uow_factory: UnitOfWorkFactory,
+    project_slug: str,
+    *,
+    now: datetime | None = None,
+    policy: ReconcilePolicy | None = None,
+    listening_since: datetime | None = None,
+) -> Sequence[Worker]:
+    """The project's workers, by hostname.
+
+    With ``now`` and ``policy``, a worker stored as online that has been silent
+    past its heartbeat window is shown offline, as the reconciler sees it (its
+    next pass stores that).
+    """
     async with uow_factory() as uow:
         project = await get_project(uow, project_slug)
-        return await uow.workers.list(project.id)
+        workers = await uow.workers.list(project.id)
+    if now is None or policy is None:
+        return workers
+    return [
+        worker
+        if worker.status is WorkerStatus.OFFLINE
+        or is_worker_live(worker, now, policy, listening_since=listening_since)
+        else attrs.evolve(worker, status=WorkerStatus.OFFLINE)
+        for worker in workers
+    ]
 
 
 @attrs.frozen(kw_only=True)

@@ -296,11 +296,11 @@ def scenarios(
 
 
 def test_the_default_policy_is_small_and_derived_from_the_heartbeat_interval() -> None:
-    """Defaults: 2 s heartbeats, an 8 s window (3 intervals + 2 s), a 15 s pass, 60 s probes."""
+    """Defaults: 2 s heartbeats, an 8 s window (3 intervals + 2 s), a 10 s pass, 30 s probes."""
     assert POLICY.heartbeat_interval == timedelta(seconds=2)
     assert POLICY.heartbeat_window == timedelta(seconds=8)
-    assert POLICY.reconcile_interval == timedelta(seconds=15)
-    assert POLICY.probe_timeout == timedelta(seconds=60)
+    assert POLICY.reconcile_interval == timedelta(seconds=10)
+    assert POLICY.probe_timeout == timedelta(seconds=30)
     assert POLICY.unstarted_grace == timedelta(0)
     assert POLICY.probe_unassigned_after is None
     slower = ReconcilePolicy(heartbeat_interval=timedelta(seconds=10))
@@ -316,7 +316,7 @@ def test_the_default_policy_is_small_and_derived_from_the_heartbeat_interval() -
         {"reconcile_interval": timedelta(seconds=-1)},
         {"unstarted_grace": timedelta(seconds=-1)},
         {"unstarted_grace": timedelta(seconds=16)},
-        {"probe_timeout": timedelta(seconds=10)},
+        {"probe_timeout": timedelta(seconds=9)},
         {"report_grace": timedelta(0)},
         {"probe_unassigned_after": timedelta(0)},
     ],
@@ -794,15 +794,15 @@ def test_an_answer_naming_a_live_worker_protects_and_a_dead_one_restarts_the_pro
     held = [answer(seconds=10, active_on="w2@host")]
     assert reconcile([task], [w1, w2_live], now=at(100), policy=POLICY, answers=held) == ()
     w2_dead = worker("w2@host", heartbeat=50)  # offline since at(58)
-    (probe,) = reconcile([task], [w1, w2_dead], now=at(100), policy=POLICY, answers=held)
+    (probe,) = reconcile([task], [w1, w2_dead], now=at(87), policy=POLICY, answers=held)
     assert isinstance(probe, Probe)
-    (lost,) = reconcile([task], [w1, w2_dead], now=at(118), policy=POLICY, answers=held)
+    (lost,) = reconcile([task], [w1, w2_dead], now=at(88), policy=POLICY, answers=held)
     assert isinstance(lost, MarkLost)
     # A claim about a worker with no record at all restarts the probes from the claim.
     unknown = [answer(seconds=70, active_on="w9@host")]
-    (probe,) = reconcile([task], [w1], now=at(129), policy=POLICY, answers=unknown)
+    (probe,) = reconcile([task], [w1], now=at(99), policy=POLICY, answers=unknown)
     assert isinstance(probe, Probe)
-    (lost,) = reconcile([task], [w1], now=at(130), policy=POLICY, answers=unknown)
+    (lost,) = reconcile([task], [w1], now=at(100), policy=POLICY, answers=unknown)
     assert isinstance(lost, MarkLost)
 
 
@@ -898,4 +898,42 @@ def test_datetimes_in_any_timezone_are_compared_in_utc() -> None:
     tokyo = timezone(timedelta(hours=9))
     assert reconcile([task], [w], now=at(20).astimezone(tokyo), policy=POLICY) == reconcile(
         [task], [w], now=at(20), policy=POLICY
+    )
+
+
+def test_a_task_dropped_from_reports_after_days_is_judged_from_its_last_listing() -> None:
+    """Listed until day 3, then missing: probed from then (not left alone because the
+    probe window after its last event closed long ago), and lost if nobody holds it."""
+    task = task_on("w1@host")
+    day3 = 3 * 86_400
+    live = worker("w1@host", heartbeat=day3 + 40)
+    unlisted = ActivityReport(worker="w1@host", task_ids=(), reported_at=at(day3 + 40))
+    listed = {"task-1": at(day3)}
+    assert reconcile([task], [live], now=at(day3 + 40), policy=POLICY, reports=[unlisted]) == ()
+    (probe,) = reconcile(
+        [task], [live], now=at(day3 + 40), policy=POLICY, reports=[unlisted], last_listed=listed
+    )
+    assert isinstance(probe, Probe)
+    denied = [answer(seconds=day3 + 41)]
+    (lost,) = reconcile(
+        [task],
+        [live],
+        now=at(day3 + 42),
+        policy=POLICY,
+        reports=[unlisted],
+        answers=denied,
+        last_listed=listed,
+    )
+    assert isinstance(lost, MarkLost)
+    # Still listed within the grace: nothing yet.
+    assert (
+        reconcile(
+            [task],
+            [live],
+            now=at(day3 + 20),
+            policy=POLICY,
+            reports=[unlisted],
+            last_listed={"task-1": at(day3 + 10)},
+        )
+        == ()
     )

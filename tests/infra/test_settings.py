@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from z4j_domain.reconciliation import ReconcilePolicy
 from z4j_infra.errors import ConfigError
 from z4j_infra.settings import Settings, load_settings, normalize_database_url
 
@@ -156,3 +158,40 @@ def test_nothing_is_read_at_import() -> None:
     """Settings is a plain value: building one touches neither the environment nor the disk."""
     settings = Settings(home=Path("/nonexistent"), database_url="sqlite+aiosqlite://", secret="x")
     assert settings.port == 7700
+
+
+def test_reconciler_timings_default_and_come_from_the_environment(tmp_path: Path) -> None:
+    """Heartbeat interval and window, pass interval and probe timeout, in seconds."""
+    default = load_settings(_env(tmp_path)).reconcile
+    assert default == ReconcilePolicy()
+    tuned = load_settings(
+        _env(
+            tmp_path,
+            Z4J_HEARTBEAT_INTERVAL="5",
+            Z4J_HEARTBEAT_WINDOW="20.5",
+            Z4J_RECONCILE_INTERVAL="15",
+            Z4J_PROBE_TIMEOUT="45",
+        )
+    ).reconcile
+    assert tuned.heartbeat_interval == timedelta(seconds=5)
+    assert tuned.heartbeat_window == timedelta(seconds=20.5)
+    assert tuned.reconcile_interval == timedelta(seconds=15)
+    assert tuned.probe_timeout == timedelta(seconds=45)
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"Z4J_RECONCILE_INTERVAL": "soon"}, "Z4J_RECONCILE_INTERVAL must be a number"),
+        ({"Z4J_PROBE_TIMEOUT": "0"}, "Z4J_PROBE_TIMEOUT must be a number"),
+        ({"Z4J_HEARTBEAT_WINDOW": "-3"}, "Z4J_HEARTBEAT_WINDOW must be a number"),
+        ({"Z4J_HEARTBEAT_WINDOW": "1"}, "inconsistent reconciler settings"),
+        ({"Z4J_RECONCILE_INTERVAL": "60"}, "inconsistent reconciler settings"),
+    ],
+)
+def test_bad_reconciler_timings_are_refused(
+    tmp_path: Path, variables: dict[str, str], message: str
+) -> None:
+    """A value that is not positive, or timings that contradict each other, stop startup."""
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_env(tmp_path, **variables))

@@ -12,10 +12,11 @@ from quart.typing import TestAppProtocol, TestClientProtocol
 from z4j_domain.testing import FakeClock, InMemoryStore, PlainPasswordHasher
 from z4j_infra.database import Database
 from z4j_infra.settings import Settings
+from z4j_web import services
 from z4j_web.app import create_app
 from z4j_web.runtime import uow_factory_of
 
-from .support import Backend
+from .support import Backend, FakeAgent, Seeded, seed
 
 
 @pytest.fixture(
@@ -75,3 +76,25 @@ async def test_app(app: Quart) -> AsyncIterator[TestAppProtocol]:
 def client(test_app: TestAppProtocol) -> TestClientProtocol:
     """A test client of the running app."""
     return test_app.test_client()
+
+
+@pytest.fixture
+async def seeded(test_app: TestAppProtocol, backend: Backend, clock: FakeClock) -> Seeded:
+    """After startup: an admin, an API key, the default project, its tasks and two workers."""
+    return await seed(backend.uow_factory, clock)
+
+
+@pytest.fixture
+async def minted(
+    seeded: Seeded, backend: Backend, clock: FakeClock, settings: Settings
+) -> services.NewAgent:
+    """An agent "workers" of the default project."""
+    return await services.mint_agent(
+        backend.uow_factory, clock, settings.secret, project_slug="default", name="workers"
+    )
+
+
+@pytest.fixture
+def agent(minted: services.NewAgent, clock: FakeClock) -> FakeAgent:
+    """The minted agent's frame builder."""
+    return FakeAgent(minted.hmac_secret, clock)

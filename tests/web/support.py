@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import attrs
 import sqlalchemy as sa
+from quart.testing.connections import WebsocketDisconnectError
 
 from z4j_domain.frames import Frame, ReplayGuard, decode_frame, encode_frame
 from z4j_domain.ports import Clock, UnitOfWorkFactory
@@ -19,6 +22,7 @@ from z4j_domain.workers import Worker
 from z4j_infra.database import Database
 from z4j_infra.schema import api_keys
 from z4j_web import services
+from z4j_web.runtime import EXTENSION_KEY, Runtime
 
 ADMIN_EMAIL: Final = "admin@example.com"
 ADMIN_PASSWORD: Final = "correct horse battery staple"
@@ -210,8 +214,10 @@ class FakeAgent:
         items = [event_to_dict(e) if isinstance(e, TaskEvent) else e for e in events]
         return self.frame("events", {"batch": batch, "events": items}, **kw)
 
-    def heartbeat(self, hostname: str = "celery@w1", **worker: Any) -> str:
-        """A ``heartbeat`` frame for ``hostname``."""
+    def heartbeat(
+        self, hostname: str = "celery@w1", *, tasks: Any = "absent", **worker: Any
+    ) -> str:
+        """A ``heartbeat`` frame for ``hostname``, listing ``tasks`` when given."""
         report = {
             "hostname": hostname,
             "status": "online",
@@ -224,8 +230,43 @@ class FakeAgent:
             "software": "celery 5.4",
             **worker,
         }
-        return self.frame("heartbeat", {"worker": report})
+        body: dict[str, Any] = {"worker": report}
+        if tasks != "absent":
+            body["tasks"] = tasks
+        return self.frame("heartbeat", body)
+
+    def answer(self, command_id: str, answers: list[dict[str, Any]]) -> str:
+        """A probe's ``command_result`` frame."""
+        return self.frame(
+            "command_result", {"id": command_id, "command": "probe", "answers": answers}
+        )
 
     def bye(self, hostname: str | None = "celery@w1") -> str:
         """A ``bye`` frame."""
         return self.frame("bye", {"reason": "worker shutdown", "worker": hostname})
+
+
+def runtime_of(test_app: Any) -> Runtime:
+    """The running app's runtime."""
+    runtime: Runtime = test_app.app.extensions[EXTENSION_KEY]
+    return runtime
+
+
+@asynccontextmanager
+async def connected(client: Any, token: str, agent: FakeAgent) -> AsyncIterator[Any]:
+    """An agent socket past hello/welcome."""
+    async with client.websocket("/ws/agent", headers=bearer(token)) as ws:
+        await ws.send(agent.hello())
+        welcome = agent.welcome(await ws.receive())
+        assert welcome["session"] == agent.session
+        yield ws
+
+
+async def closed_with(ws: Any) -> int:
+    """Wait for the brain to close the socket; return the close code."""
+    try:
+        while True:
+            await ws.receive()
+    except WebsocketDisconnectError as error:
+        code: int = error.args[0]
+        return code

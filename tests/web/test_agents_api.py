@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from quart.typing import TestClientProtocol as Client
 
@@ -12,17 +10,11 @@ from z4j_domain.testing import FakeClock
 from z4j_domain.users import hash_secret
 from z4j_infra.settings import Settings
 
-from .support import Backend, Seeded, bearer, seed
+from .support import Backend, Seeded, bearer
 
 pytestmark = pytest.mark.anyio
 
 AGENTS_URL = "/api/v1/projects/default/agents"
-
-
-@pytest.fixture
-async def seeded(test_app: Any, backend: Backend, clock: FakeClock) -> Seeded:
-    """An admin, a key and the default project."""
-    return await seed(backend.uow_factory, clock)
 
 
 async def test_mint_returns_token_and_secret_once_and_stores_only_hash_and_salt(

@@ -19,12 +19,6 @@ pytestmark = pytest.mark.anyio
 TASKS_URL = "/api/v1/projects/default/tasks"
 
 
-@pytest.fixture
-async def seeded(test_app: Any, backend: Backend, clock: FakeClock) -> Seeded:
-    """The backend seeded with an admin, a key, tasks and workers (after startup)."""
-    return await seed(backend.uow_factory, clock)
-
-
 async def get_json(client: Client, url: str, key: str | None, status: int = 200) -> Any:
     """GET ``url`` and return its JSON body, checking the status code."""
     response = await client.get(url, headers=bearer(key) if key else {})

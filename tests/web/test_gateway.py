@@ -6,13 +6,11 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
+from quart.testing.connections import WebsocketResponseError
 from quart.typing import TestClientProtocol as Client
 
 from z4j_domain.frames import MAX_FRAME_BYTES
@@ -23,55 +21,9 @@ from z4j_web import services
 from z4j_web.app import create_app
 from z4j_web.runtime import EXTENSION_KEY, Runtime
 
-from .support import Backend, FakeAgent, Seeded, bearer, event, seed
+from .support import Backend, FakeAgent, Seeded, bearer, closed_with, connected, event, runtime_of
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def seeded(test_app: Any, backend: Backend, clock: FakeClock) -> Seeded:
-    """An admin, a key, the default project and its tasks."""
-    return await seed(backend.uow_factory, clock)
-
-
-@pytest.fixture
-async def minted(seeded: Seeded, backend: Backend, clock: FakeClock, settings: Settings) -> Any:
-    """An agent "workers" of the default project."""
-    return await services.mint_agent(
-        backend.uow_factory, clock, settings.secret, project_slug="default", name="workers"
-    )
-
-
-@pytest.fixture
-def agent(minted: Any, clock: FakeClock) -> FakeAgent:
-    """The minted agent's frame builder."""
-    return FakeAgent(minted.hmac_secret, clock)
-
-
-def runtime_of(test_app: Any) -> Runtime:
-    """The running app's runtime."""
-    runtime: Runtime = test_app.app.extensions[EXTENSION_KEY]
-    return runtime
-
-
-@asynccontextmanager
-async def connected(client: Client, token: str, agent: FakeAgent) -> AsyncIterator[Any]:
-    """An agent socket past hello/welcome."""
-    async with client.websocket("/ws/agent", headers=bearer(token)) as ws:
-        await ws.send(agent.hello())
-        welcome = agent.welcome(await ws.receive())
-        assert welcome["session"] == agent.session
-        yield ws
-
-
-async def closed_with(ws: Any) -> int:
-    """Wait for the brain to close the socket; return the close code."""
-    try:
-        while True:
-            await ws.receive()
-    except WebsocketDisconnectError as error:
-        code: int = error.args[0]
-        return code
 
 
 async def test_hello_gets_a_signed_welcome_with_the_limits(
@@ -86,6 +38,11 @@ async def test_hello_gets_a_signed_welcome_with_the_limits(
         "max_batch": 1000,
         "max_frame_bytes": MAX_FRAME_BYTES,
         "heartbeat_interval": 2.0,
+        "redaction": {
+            "extra_key_patterns": [],
+            "extra_value_patterns": [],
+            "fully_redacted_tasks": [],
+        },
     }
     assert agent.session != "hello"
     assert len(agent.session) > 20
