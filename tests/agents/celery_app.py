@@ -64,3 +64,16 @@ def sleepy(seconds: float) -> float:
 @app.task
 def echo(*args: object, **kwargs: object) -> dict[str, object]:
     return {"args": list(args), "kwargs": kwargs}
+
+
+@app.task(z4j_fully_redacted=True)
+def private_echo(*args: object, **kwargs: object) -> dict[str, object]:
+    """Declared fully redacted: the agent replaces its arguments' values and its result."""
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@app.task(acks_late=True)
+def sleepy_late(seconds: float) -> float:
+    """Acknowledged after it ran: a worker's crash leaves it for the broker to redeliver."""
+    time.sleep(seconds)
+    return seconds

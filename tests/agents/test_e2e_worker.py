@@ -16,191 +16,47 @@ when ``Z4J_REQUIRE_SERVICES=1``. The PostgreSQL half follows the same rule
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
-from tests.conftest import fresh_postgres_database
-from tests.serving import (
-    Server,
-    clean_environment,
-    free_port,
-    get_json,
-    run_z4j,
-    z4j_environment,
+from tests.agents.e2e import (
+    AGENT,
+    BRAIN_UNAUTHORIZED,
+    QUEUE,
+    STARTED_LINE,
+    TASKS,
+    UNAUTHORIZED,
+    Brain,
+    Worker,
+    events_of,
+    kinds_of,
+    mint_agent,
+    require_redis,
+    running_brain,
+    stored_rows_text,
+    tasks_module,
+    wait_until,
 )
 from z4j_agent_celery.config import DEFAULT_MAX_PAYLOAD_BYTES
+from z4j_domain.redaction import REDACTED
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("Z4J_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-BROKER = f"{REDIS_URL}/13"
-BACKEND = f"{REDIS_URL}/14"
-
-ADMIN_EMAIL: Final = "e2e@example.com"
-ADMIN_PASSWORD: Final = "an end-to-end admin password"
-AGENT: Final = "e2e-worker"
-QUEUE: Final = "e2e"
-TASKS: Final = "tests.agents.celery_app"
-
-STARTED_LINE: Final = "INFO:z4j.celery.worker_bootstrap:z4j worker bootstrap: agent runtime started"
-UNAUTHORIZED: Final = (
-    "ERROR:z4j.celery.transport:z4j rejected the agent: unauthorized (check Z4J_TOKEN)"
-)
-BRAIN_UNAUTHORIZED: Final = re.compile(
-    r"^WARNING:z4j\.gateway:unauthorized agent connection from 127\.0\.0\.1\S*:"
-    r" unknown or revoked token$",
-    re.MULTILINE,
-)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, every: float = 0.05) -> bool:
-    """Whether ``predicate`` became true within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
-
-
-# -- the services ---------------------------------------------------------------------------
-
 
 @pytest.fixture(scope="module")
-def redis_ready() -> None:
-    """Empty broker and result databases, or a skip (a failure in CI) naming Redis."""
-    import redis
-
-    try:
-        for url in (BROKER, BACKEND):
-            client = redis.Redis.from_url(url, socket_connect_timeout=2)
-            client.flushdb()
-            client.close()
-    except redis.RedisError as error:
-        message = (
-            f"Redis is not reachable at {REDIS_URL} ({error}); start it or point "
-            "Z4J_TEST_REDIS_URL at one"
-        )
-        if os.environ.get("Z4J_REQUIRE_SERVICES") == "1":
-            pytest.fail(message + " [Z4J_REQUIRE_SERVICES=1]")
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def e2e_app(redis_ready: None) -> Any:
-    """The tasks module of the worker's Celery app, its client pointed at the test Redis."""
-    from tests.agents import celery_app
-
-    celery_app.app.conf.update(broker_url=BROKER, result_backend=BACKEND)
-    return celery_app
-
-
-class Brain:
-    """``z4j serve`` on a database of its own, restartable on the same port."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.servers: list[Server] = []
-        self.key = ""
-
-    @property
-    def server(self) -> Server:
-        """The current (last started) server."""
-        return self.servers[-1]
-
-    def start(self) -> Server:
-        """Start ``z4j serve`` and wait until it answers."""
-        server = Server(self.env, self.port)
-        self.servers.append(server)
-        server.wait_until_healthy()
-        return server
-
-    def close(self) -> None:
-        """Stop the running server cleanly; kill anything left."""
-        if self.servers and self.server.process.poll() is None:
-            self.server.stop()
-        for server in self.servers:
-            server.kill()
-
-    def z4j(self, *args: str) -> Any:
-        """Run a ``z4j ... --json`` command against this brain's database; its JSON output."""
-        done = run_z4j(self.env, *args, "--json")
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    def get(self, path: str) -> tuple[int, Any]:
-        """``GET /api/v1/projects/default/<path>`` with the API key."""
-        return get_json(f"{self.url}/api/v1/projects/default/{path}", self.key)
-
-    def task(self, task_id: str) -> dict[str, Any] | None:
-        """The task with its ``events``, or ``None`` while the brain does not know it."""
-        status, body = self.get(f"tasks/{task_id}")
-        if status == 404:
-            return None
-        assert status == 200, body
-        task: dict[str, Any] = body
-        return task
-
-    def worker(self, hostname: str) -> dict[str, Any] | None:
-        """The worker as ``/workers`` lists it, if it is listed."""
-        status, body = self.get("workers")
-        assert status == 200, body
-        return next((w for w in body["items"] if w["hostname"] == hostname), None)
-
-    def wait_task(
-        self,
-        task_id: str,
-        state: str,
-        *kinds: str,
-        until: Callable[[dict[str, Any]], bool] = lambda task: True,
-        timeout: float = 30.0,
-    ) -> dict[str, Any]:
-        """Poll until the task is in ``state`` and has events of every kind in ``kinds``."""
-        seen: dict[str, Any] | None = None
-
-        def arrived() -> bool:
-            nonlocal seen
-            seen = self.task(task_id)
-            return (
-                seen is not None
-                and seen["state"] == state
-                and set(kinds) <= kinds_of(seen)
-                and until(seen)
-            )
-
-        if not wait_until(arrived, timeout, every=0.1):
-            got = None if seen is None else (seen["state"], sorted(kinds_of(seen)))
-            raise AssertionError(f"task {task_id}: wanted {state} with {kinds}, got {got}")
-        assert seen is not None
-        return seen
-
-
-def kinds_of(task: dict[str, Any]) -> set[str]:
-    """The kinds of event in a task's timeline."""
-    return {event["kind"] for event in task["events"]}
-
-
-def events_of(task: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    """A task's events of one kind, in timeline order."""
-    return [event for event in task["events"] if event["kind"] == kind]
+def e2e_app() -> Any:
+    """The worker's tasks module, its client on the test Redis (emptied first)."""
+    require_redis()
+    return tasks_module()
 
 
 @pytest.fixture(
@@ -209,86 +65,15 @@ def events_of(task: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 def brain(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Brain]:
-    """A running brain with the ``default`` project, an API key and the agent ``e2e-worker``."""
-    env = z4j_environment(
-        tmp_path_factory.mktemp(f"brain-{request.param}") / "home",
-        Z4J_BOOTSTRAP_ADMIN_EMAIL=ADMIN_EMAIL,
-        Z4J_BOOTSTRAP_ADMIN_PASSWORD=ADMIN_PASSWORD,
-    )
-    with ExitStack() as stack:
-        if request.param == "postgresql":
-            admin_url = request.getfixturevalue("postgres_admin_url")
-            env["Z4J_DATABASE_URL"] = stack.enter_context(fresh_postgres_database(admin_url))
-        brain = Brain(env)
-        stack.callback(brain.close)
-        brain.start()
-        brain.key = brain.z4j("api-key", "create", "--email", ADMIN_EMAIL, "--name", "e2e")["key"]
-        assert brain.get("workers") == (200, {"items": []})
+    """A running brain on each backend, with the ``default`` project and an API key."""
+    with running_brain(request, tmp_path_factory, request.param) as brain:
         yield brain
 
 
 @pytest.fixture(scope="module")
 def agent(brain: Brain) -> dict[str, str]:
-    """The agent's credentials, minted with ``z4j agent create``."""
-    created: dict[str, str] = brain.z4j("agent", "create", "--project", "default", "--name", AGENT)
-    return created
-
-
-class Worker:
-    """A ``celery worker`` subprocess whose stdout and stderr go to one file."""
-
-    def __init__(self, log: Path, *, brain_url: str, token: str, secret: str, queue: str) -> None:
-        self.log = log
-        env = clean_environment(
-            Z4J_BRAIN_URL=brain_url,
-            Z4J_TOKEN=token,
-            Z4J_HMAC_SECRET=secret,
-            Z4J_AGENT_NAME=AGENT,
-            Z4J_E2E_BROKER=BROKER,
-            Z4J_E2E_BACKEND=BACKEND,
-        )
-        self.hostname = f"{queue}-{uuid.uuid4().hex[:6]}@localhost"
-        with log.open("wb") as output:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    TASKS,
-                    "worker",
-                    "--pool=prefork",
-                    "--concurrency=2",
-                    "--loglevel=INFO",
-                    "-n",
-                    self.hostname,
-                    "-Q",
-                    queue,
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        if not wait_until(lambda: " ready." in self.output(), 60):
-            self.stop()
-            pytest.fail(f"the worker did not start:\n{self.output()}")
-
-    def output(self) -> str:
-        """Everything the worker printed so far."""
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """Warm shutdown (SIGTERM); the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait(10)
+    """The agent ``e2e-worker``'s credentials, minted with ``z4j agent create``."""
+    return mint_agent(brain)
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +161,7 @@ def test_a_failure_is_stored_with_its_traceback(worker: Worker, brain: Brain, e2
 
 
 def test_retries_are_attempts(worker: Worker, brain: Brain, e2e_app: Any) -> None:
-    """A task retried twice: two retried events, then attempt 2 succeeds."""
+    """A task retried twice: two retried events, then its third try succeeds."""
     result = e2e_app.flaky.delay(2)
     assert result.get(timeout=20) == 2
     task = brain.wait_task(
@@ -386,18 +171,19 @@ def test_retries_are_attempts(worker: Worker, brain: Brain, e2e_app: Any) -> Non
         "sent",
         until=lambda t: len(events_of(t, "retried")) == 2 and len(events_of(t, "sent")) == 2,
     )
-    assert (task["attempt"], task["retries"], task["result"]) == (2, 2, 2)
+    # The delivery attempt is 2 x retries (+1 for a broker redelivery, none here).
+    assert (task["attempt"], task["retries"], task["result"]) == (4, 2, 2)
     retried = events_of(task, "retried")
-    assert [e["attempt"] for e in retried] == [0, 1]
+    assert [e["attempt"] for e in retried] == [0, 2]
     assert [e["exception"] for e in retried] == [
         "RuntimeError('attempt 0')",
         "RuntimeError('attempt 1')",
     ]
     assert all(e["traceback"].startswith("Traceback") for e in retried)
-    assert [e["attempt"] for e in events_of(task, "succeeded")] == [2]
-    # Each retry is re-published from the pool child: "sent" for attempts 1 and 2.
-    assert sorted(e["attempt"] for e in events_of(task, "sent")) == [1, 2]
-    assert sorted(e["attempt"] for e in events_of(task, "received")) == [0, 1, 2]
+    assert [e["attempt"] for e in events_of(task, "succeeded")] == [4]
+    # Each retry is re-published from the pool child: "sent" for retries 1 and 2.
+    assert sorted(e["attempt"] for e in events_of(task, "sent")) == [2, 4]
+    assert sorted(e["attempt"] for e in events_of(task, "received")) == [0, 2, 4]
 
 
 def test_a_revoked_task(worker: Worker, brain: Brain, e2e_app: Any) -> None:
@@ -430,6 +216,40 @@ def test_big_arguments_are_cut(worker: Worker, brain: Brain, e2e_app: Any) -> No
     assert returned.endswith(marker)
     assert len(returned) <= DEFAULT_MAX_PAYLOAD_BYTES
     assert task["result"]["kwargs"] == {"small": 1}
+
+
+#: Secrets a task is called with, and the text around them that must survive.
+SECRETS: Final = {
+    "password": "hunter2-not-for-eyes",
+    "api_key": "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+    "bearer": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ6NGoifQ.c2lnbmF0dXJlLXZhbHVl",
+    "url_password": "pg-s3cret-pw",
+}
+
+
+def test_secrets_never_reach_the_api_or_the_database(
+    worker: Worker, brain: Brain, e2e_app: Any
+) -> None:
+    """password=, api_key=, a Bearer header and a URL password: none shown, none stored."""
+    dsn = f"postgres://app:{SECRETS['url_password']}@db.internal:5432/shop"
+    result = e2e_app.echo.delay(
+        dsn,
+        password=SECRETS["password"],
+        api_key=SECRETS["api_key"],
+        headers={"Authorization": f"Bearer {SECRETS['bearer']}", "Accept": "json"},
+    )
+    result.get(timeout=20)
+    task = brain.wait_task(result.id, "succeeded", "received", "started", "succeeded")
+    shown = json.dumps(task)
+    stored = stored_rows_text(brain, result.id)
+    for name, secret in SECRETS.items():
+        assert secret not in shown, name
+        assert secret not in stored, name
+    assert task["kwargs"]["password"] == REDACTED
+    assert task["kwargs"]["headers"]["Accept"] == "json"
+    assert task["args"] == [f"postgres://app:{REDACTED}@db.internal:5432/shop"]
+    assert (task["redacted"], task["arguments_redacted"]) == (True, True)
+    assert task["result"]["kwargs"]["api_key"] == REDACTED
 
 
 def test_a_chain_links_each_step_to_its_parent(worker: Worker, brain: Brain, e2e_app: Any) -> None:
