@@ -355,7 +355,7 @@ def _verdicts_done(committed: bool) -> None:
 
 async def _unfinished(uow: Any, project_id: int, states: set[TaskState]) -> list[Task]:
     """The project's tasks in ``states``, at most :data:`MAX_TASKS_PER_PASS`, newest first."""
-    found: list[Task] = []
+    found: dict[str, Task] = {}  # by id: a task whose first_seen_at moved may show up twice
     cursor = None
     while len(found) < MAX_TASKS_PER_PASS:
         page = await uow.tasks.list(
@@ -364,8 +364,8 @@ async def _unfinished(uow: Any, project_id: int, states: set[TaskState]) -> list
                 filter=TaskFilter(states=frozenset(states)), limit=MAX_PAGE_SIZE, cursor=cursor
             ),
         )
-        found.extend(page.items)
+        found.update((task.id, task) for task in page.items)
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
-    return found
+    return list(found.values())
