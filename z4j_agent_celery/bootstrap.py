@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Final
 
+from z4j_agent_celery.activity import worker_tasks
 from z4j_agent_celery.config import AgentConfig, ConfigError
 from z4j_agent_celery.runtime import AgentRuntime
 from z4j_agent_celery.transport import TransportSettings
@@ -138,7 +139,12 @@ def start(
             )
             return None
         runtime = AgentRuntime(
-            config, hostname=worker.hostname, worker_stats=worker_stats(worker), settings=settings
+            config,
+            hostname=worker.hostname,
+            worker_stats=worker_stats(worker),
+            worker_tasks=worker_tasks(worker),
+            app=getattr(worker, "app", None),
+            settings=settings,
         )
         runtime.start()
         _runtime = runtime

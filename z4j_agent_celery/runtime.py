@@ -11,6 +11,24 @@ mid-send cannot wedge the others), and nothing but a deque append on the
 task's thread. A collector thread in the main process drains both into the
 :class:`~z4j_domain.protocol.OutboundBuffer`, and the :class:`Transport`
 thread sends it to the brain.
+
+**Redaction.** No event enters the buffer (the only way out of the worker)
+without the project's current redaction policy, as far as the agent knows
+it, applied: the default policy until the brain's ``welcome`` or a
+``configure`` command brings the project's settings. A prefork child cannot
+learn settings that arrive after it forked, so children always redact with
+the *default* policy (plus a task's ``z4j_fully_redacted`` option, which
+they see on the task object): cheap, and it covers the defaults before an
+event even crosses the socket pair. The main process redacts its own events
+with the current policy as it builds them and, only when the project has
+settings of its own, passes the children's event dicts through the current
+policy once more (:func:`~z4j_agent_celery.capture.redact_event_dict`; a
+second pass is idempotent and keeps the flags the first one set), so the
+default path costs the main process nothing extra. The policy changes under
+the buffer's lock: the collector re-checks it there before adding (a batch
+built under the previous policy gets the new one too), and a change redacts
+the events still waiting in the buffer with the new policy. Events already
+sent are not recalled; the brain redacts again on ingest anyway.
 """
 
 from __future__ import annotations
@@ -27,12 +45,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from z4j_agent_celery.capture import Capture, RawEvent, materialize
+from z4j_agent_celery.activity import Prober
+from z4j_agent_celery.capture import Capture, RawEvent, materialize, redact_event_dict
 from z4j_agent_celery.config import AgentConfig
 from z4j_agent_celery.payload import TRUNCATED
 from z4j_agent_celery.transport import Transport, TransportSettings
 from z4j_domain.frames import PROTOCOL_VERSION
 from z4j_domain.protocol import OutboundBuffer
+from z4j_domain.redaction import DEFAULT_POLICY, RedactionPolicy, RedactionSettings
 
 __all__ = ["AgentRuntime"]
 
@@ -53,7 +73,14 @@ def _version() -> str:
 
 
 class AgentRuntime:
-    """Everything the agent runs in one worker; :meth:`start` once, :meth:`stop` at shutdown."""
+    """Everything the agent runs in one worker; :meth:`start` once, :meth:`stop` at shutdown.
+
+    ``worker_stats`` and ``worker_tasks`` feed the heartbeats (see
+    :func:`~z4j_agent_celery.bootstrap.worker_stats` and
+    :func:`~z4j_agent_celery.activity.worker_tasks`); ``app`` is the worker's
+    Celery app: its task registry (``sent`` events of fully redacted tasks),
+    remote control and result backend (probes). Tests leave it out.
+    """
 
     def __init__(
         self,
@@ -61,13 +88,21 @@ class AgentRuntime:
         *,
         hostname: str,
         worker_stats: Callable[[], dict[str, Any]] | None = None,
+        worker_tasks: Callable[[], list[str] | None] | None = None,
+        app: Any = None,
         settings: TransportSettings | None = None,
     ) -> None:
         self.config = config
         self.hostname = hostname
         self.buffer = OutboundBuffer(capacity=config.buffer_size)
         self.lock = threading.Lock()
-        self.capture = Capture(self.emit, hostname=hostname)
+        self.capture = Capture(
+            self.emit, hostname=hostname, tasks=_registry(app) if app is not None else None
+        )
+        #: The project's redaction settings and the policy events are redacted with
+        #: (replaced together, under ``lock``; read without it by the collector).
+        self.redaction = RedactionSettings()
+        self.policy: RedactionPolicy = DEFAULT_POLICY
         self._pid = os.getpid()
         self._local: deque[RawEvent] = deque()
         # Children send on _child_end; the main process reads _main_end.
@@ -102,6 +137,9 @@ class AgentRuntime:
             buffer=self.buffer,
             lock=self.lock,
             worker_stats=worker_stats or (lambda: {"hostname": hostname}),
+            worker_tasks=worker_tasks,
+            on_redaction=self.set_redaction,
+            probe=Prober(hostname=hostname, local_tasks=worker_tasks or (lambda: None), app=app),
             settings=settings,
             user_agent=f"z4j-celery/{_version()}",
         )
@@ -123,9 +161,11 @@ class AgentRuntime:
             self._start_forwarder()
         self._child_queue.append(raw)
 
-    def _materialize(self, raw: RawEvent) -> dict[str, Any] | None:
+    def _materialize(
+        self, raw: RawEvent, policy: RedactionPolicy = DEFAULT_POLICY
+    ) -> dict[str, Any] | None:
         try:
-            return materialize(raw, max_payload_bytes=self.config.max_payload_bytes)
+            return materialize(raw, max_payload_bytes=self.config.max_payload_bytes, policy=policy)
         except Exception:
             self.lost += 1
             logger.debug("z4j agent could not build an event from %r", raw[:3], exc_info=True)
@@ -186,16 +226,18 @@ class AgentRuntime:
     # -- the main process ---------------------------------------------------------------
 
     def _collect_once(self, wait: float) -> int:
+        policy = self.policy
         events: list[dict[str, Any]] = []
         local = self._local
         while local and len(events) < COLLECT_CHUNK:
-            event = self._materialize(local.popleft())
+            event = self._materialize(local.popleft(), policy)
             if event is not None:
                 events.append(event)
         if not events and wait > 0:
             with contextlib.suppress(OSError, ValueError):
                 select.select([self._main_end], [], [], wait)
-        while len(events) < COLLECT_CHUNK:
+        forwarded: list[dict[str, Any]] = []
+        while len(events) + len(forwarded) < COLLECT_CHUNK:
             try:
                 data = self._main_end.recv(MAX_DATAGRAM + 1024)
             except (BlockingIOError, InterruptedError):
@@ -203,13 +245,74 @@ class AgentRuntime:
             except OSError:
                 break
             try:
-                events.extend(pickle.loads(data))  # noqa: S301 - our own forked children
+                forwarded.extend(pickle.loads(data))  # noqa: S301 - our own forked children
             except Exception:
                 self.lost += 1
+        if forwarded:
+            # The children redacted with the default policy only.
+            events.extend(
+                forwarded if policy is DEFAULT_POLICY else self._redact_all(forwarded, policy)
+            )
         if events:
             with self.lock:
+                if self.policy is not policy:  # changed meanwhile: apply the new one too
+                    events = self._redact_all(events, self.policy)
                 self.buffer.add_many(events)
         return len(events)
+
+    def _redact_all(
+        self, events: list[dict[str, Any]], policy: RedactionPolicy
+    ) -> list[dict[str, Any]]:
+        out = []
+        for event in events:
+            try:
+                out.append(redact_event_dict(event, policy))
+            except Exception:  # never let an unredacted event through
+                self.lost += 1
+                logger.debug("z4j agent could not redact event %s", event.get("id"), exc_info=True)
+        return out
+
+    # -- redaction settings from the brain ----------------------------------------------
+
+    def set_redaction(self, data: Any) -> bool:
+        """Apply the project's redaction settings (their JSON form) to events from now on.
+
+        Invalid settings are logged as a WARNING and the previous ones stay.
+        Events still waiting in the buffer are redacted with the new policy.
+        Returns whether the settings were taken.
+        """
+        try:
+            settings = RedactionSettings.from_dict(data)
+            policy = DEFAULT_POLICY if settings == RedactionSettings() else settings.policy()
+        except Exception as error:
+            logger.warning(
+                "z4j agent ignores invalid redaction settings from the brain (%s); "
+                "keeping the previous ones",
+                error,
+            )
+            return False
+        with self.lock:
+            changed = policy is not self.policy
+            self.redaction, self.policy = settings, policy
+            if changed and policy is not DEFAULT_POLICY:
+                self._redact_pending(policy)
+        if changed:
+            logger.info(
+                "z4j agent redacts with the project's settings: %d key patterns, "
+                "%d value patterns, %d fully redacted tasks",
+                len(settings.extra_key_patterns),
+                len(settings.extra_value_patterns),
+                len(settings.fully_redacted_tasks),
+            )
+        return True
+
+    def _redact_pending(self, policy: RedactionPolicy) -> None:
+        """Redact the events not yet sent with ``policy`` (under ``lock``), keeping their order."""
+        events: list[Any] = []
+        while (batch := self.buffer.take()) is not None:
+            events.extend(batch.events)
+            self.buffer.ack([batch.number])
+        self.buffer.add_many(self._redact_all(events, policy))
 
     def _collect_loop(self) -> None:
         while not self._stopping.is_set():
@@ -265,11 +368,23 @@ class AgentRuntime:
                 end.close()
 
 
+def _registry(app: Any) -> Any:
+    """The app's task registry (name -> task); a worker's app is finalized already."""
+    try:
+        return app.tasks
+    except Exception:
+        logger.debug("z4j agent: no task registry in %r", app, exc_info=True)
+        return None
+
+
 def _shrunk(event: dict[str, Any]) -> dict[str, Any]:
     """An event too big for a datagram, with its payloads replaced by markers."""
     smaller = dict(event)
     for name, empty in (("args", list), ("kwargs", dict), ("result", None)):
         if name in smaller:
+            smaller["truncated"] = True
+            if name != "result":
+                smaller["arguments_truncated"] = True
             marker = f"{TRUNCATED} too large to forward]"
             if empty is list:
                 smaller[name] = [marker]
@@ -278,5 +393,7 @@ def _shrunk(event: dict[str, Any]) -> dict[str, Any]:
             else:
                 smaller[name] = marker
     if "traceback" in smaller:
+        if len(smaller["traceback"]) > 8_000:
+            smaller["truncated"] = True
         smaller["traceback"] = smaller["traceback"][-8_000:]
     return smaller

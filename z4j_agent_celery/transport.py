@@ -5,11 +5,25 @@ The conversation (every frame signed with ``Z4J_HMAC_SECRET``, see
 
     agent -> hello     session "hello", seq 0
     brain -> welcome   session <nonce>, seq 0, {session, max_batch, max_frame_bytes,
-                       heartbeat_interval}
+                       heartbeat_interval, redaction?}
     agent -> events    {batch, events}        seq 1, 2, 3, ... (session <nonce>)
     brain -> ack       {batches}
-    agent -> heartbeat {worker}
+    agent -> heartbeat {worker, tasks}
+    brain -> command   {command: "configure", redaction}          (no answer)
+    brain -> command   {id, command: "probe", task_ids}
+    agent -> command_result {id, command: "probe", answers: [{task_id, active_on,
+                       backend_state}, ...]}
     agent -> bye       {reason, worker}
+
+``redaction`` (in ``welcome``, and in a ``configure`` command while connected)
+is the project's :class:`~z4j_domain.redaction.RedactionSettings` in JSON
+form; it goes to ``on_redaction``, which applies it to the events built from
+then on (an older brain sends none: the default policy stays). ``tasks`` in a
+heartbeat lists the ids of the tasks the worker holds, or is ``null`` when
+unknown (see :mod:`~z4j_agent_celery.activity`). A probe runs on the
+transport's command thread, never on this one: its answer is queued and sent
+by the send loop, in the session that asked (an answer for a session that is
+gone is dropped). Unknown commands are logged at DEBUG and ignored.
 
 Nothing here ever raises into the worker: every failure is logged and retried
 with jittered exponential backoff, and events wait in the bounded
@@ -21,10 +35,11 @@ are sent again; the brain deduplicates them by event id.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -53,6 +68,8 @@ REJECTION_CODES: Final = range(4400, 4427)
 _FRAME_OVERHEAD: Final = 4096
 #: How long, at least, a stopping agent waits for the brain to close after its bye.
 _BYE_CLOSE_WAIT: Final = 0.5
+#: Most task ids one probe is answered for (the brain asks about at most this many).
+_MAX_PROBE_IDS: Final = 500
 
 
 class _Rejected(Exception):
@@ -80,7 +97,11 @@ class Transport:
     """Connects, speaks the protocol, sends what the buffer holds; one thread, restartable never.
 
     ``buffer`` is shared with the collector that fills it and is only touched
-    under ``lock``. ``worker_stats`` returns the heartbeat's ``worker`` object.
+    under ``lock``. ``worker_stats`` returns the heartbeat's ``worker`` object,
+    ``worker_tasks`` its ``tasks`` (``None``, or no callable: ``null``).
+    ``on_redaction`` receives the brain's redaction settings (JSON form, not
+    yet validated); ``probe`` answers a probe's task ids (see
+    :class:`~z4j_agent_celery.activity.Prober`); without it probes are ignored.
     """
 
     def __init__(
@@ -94,6 +115,9 @@ class Transport:
         buffer: OutboundBuffer,
         lock: threading.Lock,
         worker_stats: Callable[[], dict[str, Any]],
+        worker_tasks: Callable[[], list[str] | None] | None = None,
+        on_redaction: Callable[[Any], Any] | None = None,
+        probe: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None,
         settings: TransportSettings | None = None,
         user_agent: str = "z4j-celery",
     ) -> None:
@@ -105,6 +129,14 @@ class Transport:
         self.buffer = buffer
         self.lock = lock
         self._worker_stats = worker_stats
+        self._worker_tasks = worker_tasks
+        self._on_redaction = on_redaction
+        self._probe = probe
+        # Commands for the command thread, and (session, body) results for the send loop.
+        self._commands: queue.SimpleQueue[tuple[str, str, list[str]]] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._command_thread: threading.Thread | None = None
+        self._session = ""
         self.settings = settings or TransportSettings()
         self._user_agent = user_agent
         self._stopping = threading.Event()
@@ -234,6 +266,9 @@ class Transport:
             self.buffer.requeue_in_flight()
         if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
             self._heartbeat_interval = float(interval)
+        if "redaction" in frame.body:
+            self._apply_redaction(frame.body["redaction"])
+        self._session = nonce
         return nonce, guard
 
     def _connect_and_serve(self) -> None:
@@ -298,10 +333,20 @@ class Transport:
             else:
                 self._receive(text, guard)
             self._send_batches(ws, nonce)
+            self._send_results(ws, nonce)
             now = time.monotonic()
             if now >= next_heartbeat:
-                self._send(ws, FrameType.HEARTBEAT, nonce, {"worker": self._worker_stats()})
+                self._send(ws, FrameType.HEARTBEAT, nonce, self._heartbeat())
                 next_heartbeat = now + self._heartbeat_interval
+
+    def _heartbeat(self) -> dict[str, Any]:
+        tasks: list[str] | None = None
+        if self._worker_tasks is not None:
+            try:
+                tasks = self._worker_tasks()
+            except Exception:  # unknown is an answer; never lose the heartbeat
+                logger.debug("z4j agent could not list the worker's tasks", exc_info=True)
+        return {"worker": self._worker_stats(), "tasks": tasks}
 
     def _receive(self, text: str | bytes, guard: ReplayGuard) -> None:
         frame = decode_frame(text, self._secret)
@@ -311,10 +356,88 @@ class Transport:
             if isinstance(batches, list):
                 with self.lock:
                     self.buffer.ack([n for n in batches if type(n) is int])
+        elif frame.type is FrameType.COMMAND:
+            self._on_command(frame.body)
         elif frame.type is FrameType.BYE:
             logger.info("z4j brain said bye: %s", frame.body.get("reason", ""))
         else:
             logger.debug("z4j agent ignores a %s frame", frame.type.value)
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _apply_redaction(self, data: Any) -> None:
+        if self._on_redaction is None:
+            return
+        try:
+            self._on_redaction(data)
+        except Exception:  # the callback validates and logs; this is a last resort
+            logger.exception("z4j agent could not apply the brain's redaction settings")
+
+    def _on_command(self, body: Mapping[str, Any]) -> None:
+        command = body.get("command")
+        if command == "configure":
+            if "redaction" in body:
+                self._apply_redaction(body["redaction"])
+            else:
+                logger.debug("z4j agent ignores a configure command without settings")
+        elif command == "probe":
+            command_id = body.get("id")
+            task_ids = body.get("task_ids")
+            if (
+                not isinstance(command_id, str)
+                or not command_id
+                or not isinstance(task_ids, list)
+                or not all(isinstance(task_id, str) for task_id in task_ids)
+            ):
+                logger.warning("z4j agent ignores a malformed probe command from the brain")
+                return
+            if self._probe is None:
+                logger.debug("z4j agent cannot probe; ignoring probe %s", command_id)
+                return
+            if len(task_ids) > _MAX_PROBE_IDS:
+                logger.warning(
+                    "z4j agent answers the first %d of the %d task ids of probe %s",
+                    _MAX_PROBE_IDS,
+                    len(task_ids),
+                    command_id,
+                )
+                task_ids = task_ids[:_MAX_PROBE_IDS]
+            self._commands.put((self._session, command_id, task_ids))
+            self._ensure_command_thread()
+        else:
+            logger.debug("z4j agent ignores the unknown command %r", command)
+
+    def _ensure_command_thread(self) -> None:
+        thread = self._command_thread
+        if thread is None or not thread.is_alive():
+            self._command_thread = threading.Thread(
+                target=self._command_loop, name="z4j-agent-commands", daemon=True
+            )
+            self._command_thread.start()
+
+    def _command_loop(self) -> None:
+        """Run probes one at a time, off the send loop; each answers within its deadline."""
+        while True:
+            session, command_id, task_ids = self._commands.get()
+            if self._probe is None:
+                continue
+            try:
+                answers = self._probe(task_ids)
+            except Exception:
+                logger.exception("z4j agent probe %s failed", command_id)
+                continue
+            self._results.put((session, {"id": command_id, "command": "probe", "answers": answers}))
+
+    def _send_results(self, ws: ClientConnection, nonce: str) -> None:
+        while True:
+            try:
+                session, body = self._results.get_nowait()
+            except queue.Empty:
+                return
+            if session == nonce:
+                self._send(ws, FrameType.COMMAND_RESULT, nonce, body)
+            else:
+                logger.debug("z4j agent drops the answer to %s from an earlier session", body["id"])
 
     def _send_batches(self, ws: ClientConnection, nonce: str) -> int:
         sent = 0

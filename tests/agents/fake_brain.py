@@ -2,18 +2,23 @@
 
 It runs a ``websockets`` sync server on a thread of the test process: checks
 the bearer token (HTTP 401 otherwise), verifies every frame (signature,
-session, sequence, clock), answers ``hello`` with ``welcome``, acknowledges
-``events`` batches, and records everything it received. Knobs let a test make
-it close with a rejection code, hold back acks, or drop the connection.
+session, sequence, clock), answers ``hello`` with ``welcome`` (carrying
+``redaction`` settings when a test sets them), acknowledges ``events``
+batches, and records everything it received (heartbeats with their ``tasks``,
+command results). Knobs let a test make it close with a rejection code, hold
+back acks, or drop the connection; :meth:`FakeBrain.command` sends a command
+(``configure``, ``probe``, anything) to the connected agents.
 
 The agent's unit tests use it; the end-to-end tests run the real brain.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +34,17 @@ from z4j_domain.protocol import HELLO_SESSION
 #: The fake's credentials unless a test picks others.
 TOKEN = "good-token"
 SECRET = "hmac-secret"
+
+
+class _Session:
+    """One agent connection after welcome: the brain's side of its sequence numbers."""
+
+    def __init__(self, ws: ServerConnection, nonce: str, hostname: str) -> None:
+        self.ws = ws
+        self.nonce = nonce
+        self.hostname = hostname
+        self.seq = 0
+        self.lock = threading.Lock()
 
 
 class FakeBrain:
@@ -48,6 +64,8 @@ class FakeBrain:
         self.max_batch = max_batch
         self.max_frame_bytes = max_frame_bytes
         self.heartbeat_interval = heartbeat_interval
+        #: The ``redaction`` settings sent in ``welcome`` (``None``: none, as an older brain).
+        self.redaction: dict[str, Any] | None = None
         #: Acknowledge batches (turn off to test resends).
         self.ack = True
         #: Close every new session right after welcome with (code, reason).
@@ -63,10 +81,12 @@ class FakeBrain:
         self.hellos: list[dict[str, Any]] = []
         self.heartbeats: list[dict[str, Any]] = []
         self.byes: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = []
         self.batches: list[int] = []
         self.unauthorized = 0
         self.errors: list[str] = []
         self._connections: list[ServerConnection] = []
+        self._sessions: list[_Session] = []
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -107,6 +127,40 @@ class FakeBrain:
             connections = list(self._connections)
         for connection in connections:
             connection.close(code, reason)
+
+    def command(self, body: dict[str, Any], hostname: str | None = None) -> int:
+        """Send a ``command`` frame with ``body`` to every agent in session (or to the one of
+        the worker ``hostname``); how many got it."""
+        with self.lock:
+            sessions = [s for s in self._sessions if hostname in (None, s.hostname)]
+        for session in sessions:
+            self._send_in(session, FrameType.COMMAND, body)
+        return len(sessions)
+
+    def configure(self, redaction: Any) -> int:
+        """Send ``{"command": "configure", "redaction": redaction}``."""
+        return self.command({"command": "configure", "redaction": redaction})
+
+    def probe(self, task_ids: list[str], hostname: str | None = None) -> str:
+        """Send a probe about ``task_ids`` (to the agent of ``hostname``); its command id."""
+        command_id = str(uuid.uuid4())
+        sent = self.command(
+            {"id": command_id, "command": "probe", "task_ids": task_ids}, hostname=hostname
+        )
+        assert sent, "no agent is connected"
+        return command_id
+
+    def result_of(self, command_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The ``command_result`` body answering ``command_id`` (waits for it)."""
+        found: list[dict[str, Any]] = []
+
+        def arrived() -> bool:
+            found[:] = [r for r in self.results if r.get("id") == command_id]
+            return bool(found)
+
+        assert self.wait_for(arrived, timeout), f"no answer to {command_id}"
+        assert len(found) == 1, found
+        return found[0]
 
     # -- queries -----------------------------------------------------------------------
 
@@ -159,6 +213,13 @@ class FakeBrain:
         finally:
             with self.lock:
                 self._connections.remove(ws)
+                self._sessions = [s for s in self._sessions if s.ws is not ws]
+
+    def _send_in(self, session: _Session, kind: FrameType, body: Any) -> None:
+        with session.lock:
+            session.seq += 1
+            with contextlib.suppress(ConnectionClosed):
+                self._send(session.ws, kind, session.nonce, session.seq, body)
 
     def _converse(self, ws: ServerConnection) -> None:
         hello = decode_frame(ws.recv(timeout=10), self.secret)
@@ -168,23 +229,26 @@ class FakeBrain:
         nonce = secrets.token_hex(16)
         with self.lock:
             self.hellos.append(dict(hello.body))
-        self._send(
-            ws,
-            FrameType.WELCOME,
-            nonce,
-            0,
-            {
-                "session": nonce,
-                "max_batch": self.max_batch,
-                "max_frame_bytes": self.max_frame_bytes,
-                "heartbeat_interval": self.heartbeat_interval,
-            },
-        )
+        welcome: dict[str, Any] = {
+            "session": nonce,
+            "max_batch": self.max_batch,
+            "max_frame_bytes": self.max_frame_bytes,
+            "heartbeat_interval": self.heartbeat_interval,
+        }
+        if self.redaction is not None:
+            welcome["redaction"] = self.redaction
         if self.reject is not None:
+            self._send(ws, FrameType.WELCOME, nonce, 0, welcome)
             ws.close(*self.reject)
             return
+        # Listed before the welcome goes out (the agent counts as connected once it
+        # has it); a command waits on the session's lock until the welcome is sent.
+        session = _Session(ws, nonce, str(hello.body.get("hostname")))
+        with session.lock:
+            with self.lock:
+                self._sessions.append(session)
+            self._send(ws, FrameType.WELCOME, nonce, 0, welcome)
         guard = ReplayGuard(session=nonce, last_seq=0)
-        out_seq = 0
         for text in ws:
             frame = decode_frame(text, self.secret)
             guard.check(frame, datetime.now(UTC))
@@ -197,11 +261,12 @@ class FakeBrain:
                     assert len(frame.body["events"]) <= self.max_batch
                 elif frame.type is FrameType.HEARTBEAT:
                     self.heartbeats.append(dict(frame.body))
+                elif frame.type is FrameType.COMMAND_RESULT:
+                    self.results.append(dict(frame.body))
                 elif frame.type is FrameType.BYE:
                     self.byes.append(dict(frame.body))
             if frame.type is FrameType.EVENTS and self.ack:
-                out_seq += 1
-                self._send(ws, FrameType.ACK, nonce, out_seq, {"batches": [frame.body["batch"]]})
+                self._send_in(session, FrameType.ACK, {"batches": [frame.body["batch"]]})
             elif frame.type is FrameType.BYE:
                 time.sleep(self.bye_delay)
                 with self.lock:

@@ -129,7 +129,7 @@ def test_chord_id_of() -> None:
 
 
 def test_a_task_that_succeeds(app: Celery, capture: Capture, raws: list[RawEvent]) -> None:
-    @app.task(name="t.add")
+    @app.task(name="t.add", shared=False)
     def add(x: int, y: int) -> int:
         return x + y
 
@@ -148,7 +148,7 @@ def test_a_task_that_succeeds(app: Celery, capture: Capture, raws: list[RawEvent
 def test_a_task_that_fails_carries_the_traceback(
     app: Celery, capture: Capture, raws: list[RawEvent]
 ) -> None:
-    @app.task(name="t.fail")
+    @app.task(name="t.fail", shared=False)
     def fail() -> None:
         raise KeyError("missing")
 
@@ -163,7 +163,7 @@ def test_a_task_that_fails_carries_the_traceback(
 def test_a_retry_is_reported_with_its_attempt(
     app: Celery, capture: Capture, raws: list[RawEvent]
 ) -> None:
-    @app.task(name="t.flaky", bind=True, max_retries=1)
+    @app.task(name="t.flaky", bind=True, max_retries=1, shared=False)
     def flaky(self: Any) -> None:
         raise self.retry(exc=RuntimeError("again"), countdown=0)
 
@@ -181,11 +181,11 @@ def test_a_published_task_is_sent_with_args_and_canvas_ids(
         "publish-tests", broker="memory://", backend="cache+memory://", set_as_current=False
     )
 
-    @app.task(name="t.add")
+    @app.task(name="t.add", shared=False)
     def add(x: int, y: int) -> int:
         return x + y
 
-    @app.task(name="t.total")
+    @app.task(name="t.total", shared=False)
     def total(values: list[int]) -> int:
         return sum(values)
 

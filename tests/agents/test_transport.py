@@ -83,7 +83,8 @@ def test_hello_events_ack_heartbeat_and_bye(brain: FakeBrain, runtimes: list[Age
         "kind": "celery-worker",
     }
     assert brain.heartbeats[0] == {
-        "worker": {"hostname": "celery@test", "pool": "solo", "active": 0}
+        "worker": {"hostname": "celery@test", "pool": "solo", "active": 0},
+        "tasks": None,  # no worker_tasks given: unknown
     }
     assert [e["task_id"] for e in brain.events] == [f"t{n}" for n in range(50)]
     assert brain.events[7]["result"] == 7
