@@ -29,6 +29,12 @@ Configuration, from the worker's environment:
 ``Z4J_MAX_PAYLOAD_BYTES``
     Largest JSON of a task's args, kwargs or result sent as it is; default 16384.
 
+Credentials in args, kwargs, results, exceptions and tracebacks are redacted
+in the worker before anything is sent (the defaults, plus the project's own
+patterns that the brain sends). A task declared with
+``@app.task(z4j_fully_redacted=True)`` has its arguments' values and its
+result replaced whole.
+
 When the agent starts, the worker prints::
 
     INFO:z4j.celery.worker_bootstrap:z4j worker bootstrap: agent runtime started
