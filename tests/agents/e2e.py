@@ -72,12 +72,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, every: floa
 # -- the services ---------------------------------------------------------------------------
 
 
-def require_redis() -> None:
-    """Empty broker and result databases, or a skip (a failure in CI) naming Redis."""
+def require_redis(*urls: str) -> None:
+    """Empty Redis databases (default: the broker's and the backend's), or a skip naming Redis."""
     import redis
 
     try:
-        for url in (BROKER, BACKEND):
+        for url in urls or (BROKER, BACKEND):
             client = redis.Redis.from_url(url, socket_connect_timeout=2)
             client.flushdb()
             client.close()
@@ -225,16 +225,19 @@ class Worker:
         secret: str,
         queue: str,
         broker: str = BROKER,
+        backend: str = BACKEND,
+        agent_name: str = AGENT,
         concurrency: int = 2,
     ) -> None:
         self.log = log
+        self.queue = queue
         env = clean_environment(
             Z4J_BRAIN_URL=brain_url,
             Z4J_TOKEN=token,
             Z4J_HMAC_SECRET=secret,
-            Z4J_AGENT_NAME=AGENT,
+            Z4J_AGENT_NAME=agent_name,
             Z4J_E2E_BROKER=broker,
-            Z4J_E2E_BACKEND=BACKEND,
+            Z4J_E2E_BACKEND=backend,
         )
         self.hostname = f"{queue}-{uuid.uuid4().hex[:6]}@localhost"
         with log.open("wb") as output:

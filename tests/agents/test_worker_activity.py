@@ -16,69 +16,36 @@ message naming it when unreachable, failed instead when
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 from celery import Celery
 
-from tests.serving import clean_environment
+from tests.agents.e2e import REDIS_URL, TASKS, Worker, require_redis, wait_until
 from z4j_domain.redaction import REDACTED
 
 from .fake_brain import SECRET, TOKEN, FakeBrain
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("Z4J_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 BROKER: Final = f"{REDIS_URL}/11"
 BACKEND: Final = f"{REDIS_URL}/12"
-TASKS: Final = "tests.agents.celery_app"
 
 
 def task(name: str) -> str:
     return f"{TASKS}.{name}"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 @pytest.fixture(scope="module")
 def redis_ready() -> Iterator[None]:
     """Empty broker and result databases, or a skip (a failure in CI) naming Redis."""
-    import redis
-
-    clients = []
-    try:
-        for url in (BROKER, BACKEND):
-            client = redis.Redis.from_url(url, socket_connect_timeout=2)
-            client.flushdb()
-            clients.append(client)
-    except redis.RedisError as error:
-        message = (
-            f"Redis is not reachable at {REDIS_URL} ({error}); start it or point "
-            "Z4J_TEST_REDIS_URL at one"
-        )
-        if os.environ.get("Z4J_REQUIRE_SERVICES") == "1":
-            pytest.fail(message + " [Z4J_REQUIRE_SERVICES=1]")
-        pytest.skip(message)
+    require_redis(BROKER, BACKEND)
     yield
-    for client in clients:
-        client.flushdb()
-        client.close()
+    require_redis(BROKER, BACKEND)  # leave them empty
 
 
 @pytest.fixture(scope="module")
@@ -95,67 +62,27 @@ def client(redis_ready: None) -> Celery:
     return Celery("activity-client", broker=BROKER, backend=BACKEND, set_as_current=False)
 
 
-class Worker:
-    """A ``celery worker`` subprocess (prefork, 2 children) on a queue of its own."""
+def start_worker(log: Path, brain: FakeBrain, name: str) -> Worker:
+    """A worker (prefork, 2 children) on a queue of its own, once its agent said hello."""
+    worker = Worker(
+        log,
+        brain_url=brain.url,
+        token=TOKEN,
+        secret=SECRET,
+        queue=f"{name}-{uuid.uuid4().hex[:6]}",
+        broker=BROKER,
+        backend=BACKEND,
+        agent_name=name,
+    )
 
-    def __init__(self, log: Path, brain: FakeBrain, name: str) -> None:
-        self.log = log
-        self.queue = f"{name}-{uuid.uuid4().hex[:6]}"
-        self.hostname = f"{self.queue}@localhost"
-        env = clean_environment(
-            Z4J_BRAIN_URL=brain.url,
-            Z4J_TOKEN=TOKEN,
-            Z4J_HMAC_SECRET=SECRET,
-            Z4J_AGENT_NAME=name,
-            Z4J_E2E_BROKER=BROKER,
-            Z4J_E2E_BACKEND=BACKEND,
-        )
-        with log.open("wb") as output:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    TASKS,
-                    "worker",
-                    "--pool=prefork",
-                    "--concurrency=2",
-                    "--loglevel=INFO",
-                    "-n",
-                    self.hostname,
-                    "-Q",
-                    self.queue,
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
+    def connected() -> bool:
+        with brain.lock:
+            return any(h.get("hostname") == worker.hostname for h in brain.hellos)
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, brain: FakeBrain) -> None:
-        def ready() -> bool:
-            with brain.lock:
-                connected = any(h.get("hostname") == self.hostname for h in brain.hellos)
-            return connected and " ready." in self.output()
-
-        if not wait_until(ready, 60):
-            self.stop()
-            pytest.fail(f"the worker did not start:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+    if not wait_until(connected, 60):
+        worker.stop()
+        pytest.fail(f"the worker's agent did not connect:\n{worker.output()}")
+    return worker
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +90,12 @@ def workers(
     redis_ready: None, brain: FakeBrain, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Worker, Worker]]:
     logs = tmp_path_factory.mktemp("workers")
-    pair = (Worker(logs / "a.log", brain, "worker-a"), Worker(logs / "b.log", brain, "worker-b"))
-    try:
-        for worker in pair:
-            worker.wait_ready(brain)
-        yield pair
-    finally:
-        for worker in pair:
-            worker.stop()
+    with ExitStack() as stack:
+        first = start_worker(logs / "a.log", brain, "worker-a")
+        stack.callback(first.stop)
+        second = start_worker(logs / "b.log", brain, "worker-b")
+        stack.callback(second.stop)
+        yield first, second
 
 
 def heartbeat_tasks(brain: FakeBrain, hostname: str) -> list[list[str] | None]:
