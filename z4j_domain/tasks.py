@@ -51,6 +51,7 @@ __all__ = [
     "apply",
     "fold",
     "merge",
+    "restore_task",
 ]
 
 #: A JSON-compatible value: what args, kwargs and results are stored as.
@@ -428,6 +429,9 @@ def _join_attempted(a: Any, ta: int, b: Any, tb: int) -> tuple[Any, int]:
     return _join_values(a, b), ta
 
 
+_TASK_FIELD_NAMES: Final = frozenset(field.name for field in attrs.fields(Task))
+
+
 def _key_tuple(key: EventKey) -> tuple[int, int, int, datetime, str]:
     # The same order as EventKey's generated comparisons, without their overhead.
     return (key.attempt, key.rank, key.clock, key.timestamp, key.event_id)
@@ -441,6 +445,19 @@ def _build(values: dict[str, Any]) -> Task:
     for name, value in values.items():
         object.__setattr__(task, name, value)
     return task
+
+
+def restore_task(**values: Any) -> Task:
+    """A task from the values of one that was valid when stored, for repositories.
+
+    Every field must be given, each already in its canonical form (aware UTC
+    datetimes, a :class:`TaskState`, an :class:`EventKey`, ``field_attempts``
+    sorted without zeros): unlike ``Task(...)``, nothing is converted or
+    validated, which is what makes loading a batch of stored tasks cheap.
+    """
+    if values.keys() != _TASK_FIELD_NAMES:
+        raise InvalidInput(f"restore_task needs exactly the fields of Task, got {sorted(values)}")
+    return _build(values)
 
 
 def merge(a: Task, b: Task) -> Task:

@@ -23,6 +23,7 @@ from z4j_domain.tasks import (
     apply,
     fold,
     merge,
+    restore_task,
 )
 
 NON_TERMINAL = st.sampled_from([EventKind.SENT, EventKind.RECEIVED, EventKind.STARTED])
@@ -286,3 +287,21 @@ def test_invalid_events_are_refused_with_a_reason(field: str, value: object, mes
     }
     with pytest.raises((ValueError, TypeError), match=message):
         TaskEvent(**fields)  # type: ignore[arg-type]
+
+
+@given(events=event_sets())
+def test_restore_task_rebuilds_a_task_from_its_own_values(events: list[TaskEvent]) -> None:
+    """What a repository stored comes back equal, without re-validation."""
+    task = fold(events)
+    assert task is not None
+    values = {field.name: getattr(task, field.name) for field in attrs.fields(Task)}
+    assert restore_task(**values) == task
+
+
+def test_restore_task_wants_every_field() -> None:
+    task = fold([_event("sent", 1)])
+    assert task is not None
+    values = {field.name: getattr(task, field.name) for field in attrs.fields(Task)}
+    del values["queue"]
+    with pytest.raises(InvalidInput, match="restore_task"):
+        restore_task(**values)
