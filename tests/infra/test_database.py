@@ -8,10 +8,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import anyio
 import argon2
+import attrs
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
 
+from tests.strategies import task_events
 from z4j_domain.errors import Conflict, InvalidInput
+from z4j_domain.serialization import event_from_dict, event_to_dict
 from z4j_domain.tasks import EventKind, TaskEvent, fold
 from z4j_infra import jsontext
 from z4j_infra.clock import SystemClock
@@ -291,3 +295,24 @@ def test_ingest_row_documents_take_orjsons_fast_path() -> None:
     row = dict(zip(TASK_COLUMNS, _task_values(1, task, 1, document=_same), strict=True))
     assert all(type(name) is str for name in row)
     assert orjson.loads(orjson.dumps(row))["id"] == "t1"
+
+
+@given(event=task_events())
+def test_stored_event_documents_read_back_as_the_event(event: TaskEvent) -> None:
+    """The ingest's payload encoding means what ``event_to_dict`` means, wide integers included."""
+    from z4j_infra._ingest import event_document
+
+    stored = jsontext.loads(jsontext.dumps(event_document(event)))
+    assert event_from_dict(stored) == event
+    assert stored.keys() == event_to_dict(event).keys()
+
+
+def test_stored_event_documents_keep_false_results_and_drop_unset_flags() -> None:
+    from z4j_infra._ingest import event_document
+
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    event = TaskEvent(id="e1", task_id="t1", kind=EventKind.SUCCEEDED, timestamp=at, result=False)
+    document = event_document(event)
+    assert document["result"] is False
+    assert "redacted" not in document
+    assert event_document(attrs.evolve(event, redacted=True))["redacted"] is True
