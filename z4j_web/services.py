@@ -8,6 +8,7 @@ password hasher) as arguments and opens its own transactions.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -248,13 +249,23 @@ async def complete_setup(
     await verify_setup_token(uow_factory, clock, token)
     normalized = _normalize_email(email)
     password_hash = await _hash_password(hasher, validate_password(password))
-    try:
-        return await _create_first_admin(uow_factory, clock, token, normalized, password_hash)
-    except StorageError:
-        # SQLite refuses, rather than waits for, a writer whose transaction began
-        # by reading while another one committed ("database is locked"). Once
-        # more, the loser of such a race sees the winner's admin and is told so.
-        return await _create_first_admin(uow_factory, clock, token, normalized, password_hash)
+    # SQLite refuses, rather than waits for, a writer whose transaction began by
+    # reading while another one wrote ("database is locked"); that can happen
+    # again on a retry while the winner's transaction is still open. A few
+    # spaced retries let the loser of such a race see the winner's admin and be
+    # told so; a database that stays unavailable raises the last error.
+    for attempt in range(_SETUP_ATTEMPTS):
+        try:
+            return await _create_first_admin(uow_factory, clock, token, normalized, password_hash)
+        except StorageError:
+            if attempt == _SETUP_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: How many times the first admin's creation is tried when the database is busy.
+_SETUP_ATTEMPTS: Final = 5
 
 
 async def _create_first_admin(
