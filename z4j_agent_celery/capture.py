@@ -44,7 +44,7 @@ from z4j_domain.redaction import (
     redact_task_payload,
 )
 from z4j_domain.serialization import event_to_dict
-from z4j_domain.tasks import TaskEvent
+from z4j_domain.tasks import PAYLOAD_FLAGS, TaskEvent
 
 __all__ = [
     "FULLY_REDACTED_OPTION",
@@ -241,7 +241,7 @@ def redact_event_dict(
             out.pop(name, None)
         else:
             out[name] = value
-    for flag in ("redacted", "truncated", "arguments_redacted", "arguments_truncated"):
+    for flag in PAYLOAD_FLAGS:
         if getattr(payload, flag):
             out[flag] = True
     return out

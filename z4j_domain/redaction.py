@@ -114,7 +114,7 @@ import attrs
 
 from z4j_domain.encoding import MAX_JSON_DEPTH
 from z4j_domain.errors import InvalidInput
-from z4j_domain.tasks import TaskEvent
+from z4j_domain.tasks import PAYLOAD_FLAGS, TaskEvent
 
 __all__ = [
     "DEFAULT_KEY_FRAGMENTS",
@@ -867,8 +867,5 @@ def redact_event(
         result=payload.result,
         exception=payload.exception,
         traceback=payload.traceback,
-        redacted=event.redacted or payload.redacted,
-        truncated=event.truncated or payload.truncated,
-        arguments_redacted=event.arguments_redacted or payload.arguments_redacted,
-        arguments_truncated=event.arguments_truncated or payload.arguments_truncated,
+        **{flag: getattr(event, flag) or getattr(payload, flag) for flag in PAYLOAD_FLAGS},
     )

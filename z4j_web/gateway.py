@@ -62,7 +62,7 @@ from z4j_domain.frames import (
 )
 from z4j_domain.ports import Clock
 from z4j_domain.protocol import HELLO_SESSION
-from z4j_domain.reconciliation import ProbeAnswer
+from z4j_domain.reconciliation import DEFAULT_HEARTBEAT_INTERVAL, ProbeAnswer
 from z4j_domain.redaction import RedactionSettings, redact_event
 from z4j_domain.serialization import event_from_dict
 from z4j_domain.tasks import TaskEvent
@@ -319,7 +319,7 @@ class AgentSession:
         clock: Clock,
         *,
         new_nonce: Callable[[], str] = new_token,
-        heartbeat_interval: float = 2.0,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL.total_seconds(),
         redaction: RedactionSettings | None = None,
     ) -> None:
         self.identity = identity

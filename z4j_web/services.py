@@ -254,14 +254,12 @@ async def complete_setup(
     # again on a retry while the winner's transaction is still open. A few
     # spaced retries let the loser of such a race see the winner's admin and be
     # told so; a database that stays unavailable raises the last error.
-    for attempt in range(_SETUP_ATTEMPTS):
+    for attempt in range(1, _SETUP_ATTEMPTS):
         try:
             return await _create_first_admin(uow_factory, clock, token, normalized, password_hash)
         except StorageError:
-            if attempt == _SETUP_ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")  # pragma: no cover
+            await asyncio.sleep(0.05 * attempt)
+    return await _create_first_admin(uow_factory, clock, token, normalized, password_hash)
 
 
 #: How many times the first admin's creation is tried when the database is busy.

@@ -28,6 +28,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.sync.server import Server, ServerConnection, serve
 
+from z4j_agent_celery.transport import TransportSettings
 from z4j_domain.frames import Frame, FrameType, ReplayGuard, decode_frame, encode_frame
 from z4j_domain.protocol import HELLO_SESSION
 
@@ -273,3 +274,13 @@ class FakeBrain:
                     self.open_after_bye.append(ws.state is State.OPEN)
                 ws.close(1000, "bye")  # as the brain does once it has handled the bye
                 return
+
+
+#: Transport timings for tests: quick backoff and timeouts, so reconnections take moments.
+FAST = TransportSettings(
+    backoff_initial=0.05,
+    backoff_cap=0.2,
+    unauthorized_backoff=0.1,
+    open_timeout=2,
+    handshake_timeout=2,
+)

@@ -26,18 +26,10 @@ from z4j_agent_celery.activity import MAX_REPORTED_TASKS, Prober, worker_tasks
 from z4j_agent_celery.capture import RawEvent
 from z4j_agent_celery.config import AgentConfig
 from z4j_agent_celery.runtime import AgentRuntime
-from z4j_agent_celery.transport import TransportSettings
 from z4j_domain.redaction import DEFAULT_POLICY, REDACTED, RedactionSettings
 
-from .fake_brain import SECRET, TOKEN, FakeBrain
+from .fake_brain import FAST, SECRET, TOKEN, FakeBrain
 
-FAST = TransportSettings(
-    backoff_initial=0.05,
-    backoff_cap=0.2,
-    unauthorized_backoff=0.1,
-    open_timeout=2,
-    handshake_timeout=2,
-)
 HOSTNAME = "celery@test"
 PIN_SETTINGS = {"extra_key_patterns": ["pin"], "fully_redacted_tasks": ["t.medical"]}
 

@@ -14,17 +14,8 @@ import pytest
 from z4j_agent_celery.capture import RawEvent
 from z4j_agent_celery.config import AgentConfig
 from z4j_agent_celery.runtime import AgentRuntime
-from z4j_agent_celery.transport import TransportSettings
 
-from .fake_brain import SECRET, TOKEN, FakeBrain
-
-FAST = TransportSettings(
-    backoff_initial=0.05,
-    backoff_cap=0.2,
-    unauthorized_backoff=0.1,
-    open_timeout=2,
-    handshake_timeout=2,
-)
+from .fake_brain import FAST, SECRET, TOKEN, FakeBrain
 
 
 def make_runtime(

@@ -13,6 +13,7 @@ from z4j_domain.redaction import (
     DEFAULT_POLICY,
     REDACTED,
     RedactionSettings,
+    redact,
     redact_event,
 )
 from z4j_domain.tasks import EventKind, TaskEvent
@@ -119,6 +120,10 @@ def test_an_event_changes_only_when_a_flag_says_why(event: TaskEvent) -> None:
     out = redact_event(event, DEFAULT_POLICY)
     if out is not event:
         assert out.redacted or out.truncated
+        return
+    for name in ("args", "kwargs", "result", "exception", "traceback"):
+        value = getattr(event, name)
+        assert redact(value, DEFAULT_POLICY).value is value, name
 
 
 def test_a_clean_event_is_returned_as_it_is() -> None:
