@@ -12,18 +12,24 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from z4j_domain.audit import AuditEntry, AuditPage, AuditQuery, ChainHead, Checkpoint
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskPage, TaskQuery
+from z4j_domain.rbac import Membership, Role
 from z4j_domain.tasks import Task, TaskEvent
-from z4j_domain.users import Agent, ApiKey, User
+from z4j_domain.users import Agent, ApiKey, Invitation, Session, User
 from z4j_domain.workers import Worker
 
 __all__ = [
     "AgentRepository",
     "ApiKeyRepository",
+    "AuditLogRepository",
     "Clock",
+    "InvitationRepository",
+    "MembershipRepository",
     "PasswordHasher",
     "ProjectRepository",
+    "SessionRepository",
     "SettingRepository",
     "TaskEventRepository",
     "TaskRepository",
@@ -152,6 +158,14 @@ class UserRepository(Protocol):
         """The user with this (normalized) email, or ``None``."""
         ...
 
+    async def list(self) -> Sequence[User]:
+        """All users, by email."""
+        ...
+
+    async def set_password(self, user_id: int, password_hash: str) -> None:
+        """Replace the user's password hash (no-op for an unknown user)."""
+        ...
+
     async def count(self) -> int:
         """How many users."""
         ...
@@ -161,17 +175,205 @@ class ApiKeyRepository(Protocol):
     """Users' API keys, stored as hashes."""
 
     async def create(
-        self, *, user_id: int, name: str, key_hash: str, prefix: str, created_at: datetime
+        self,
+        *,
+        user_id: int,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        created_at: datetime,
+        project_id: int | None = None,
+        role: Role | None = None,
     ) -> ApiKey:
-        """Store a new key."""
+        """Store a new key; raise :class:`~z4j_domain.errors.Conflict` if there is no such
+        user or (when given) project."""
+        ...
+
+    async def get(self, key_id: int) -> ApiKey | None:
+        """The key with this id (revoked or not), or ``None``."""
         ...
 
     async def get_by_hash(self, key_hash: str) -> ApiKey | None:
         """The key with this hash (revoked or not), or ``None``."""
         ...
 
+    async def list_for_user(self, user_id: int) -> Sequence[ApiKey]:
+        """The user's keys, revoked ones included, oldest first."""
+        ...
+
+    async def revoke(self, key_id: int, at: datetime) -> bool:
+        """Revoke the key at ``at``; whether it was active until now."""
+        ...
+
     async def touch(self, key_id: int, at: datetime) -> None:
         """Record that the key was used at ``at``."""
+        ...
+
+
+class MembershipRepository(Protocol):
+    """Who has which role in which project."""
+
+    async def get(self, project_id: int, user_id: int) -> Membership | None:
+        """The user's membership of the project, or ``None``."""
+        ...
+
+    async def set(self, project_id: int, user_id: int, role: Role, at: datetime) -> Membership:
+        """Give the user ``role`` in the project (adding the membership, or changing its role;
+        ``created_at`` stays that of the first grant). Raise
+        :class:`~z4j_domain.errors.Conflict` if the project or user does not exist."""
+        ...
+
+    async def remove(self, project_id: int, user_id: int) -> bool:
+        """End the membership; whether there was one."""
+        ...
+
+    async def list_for_project(self, project_id: int) -> Sequence[Membership]:
+        """The project's memberships, by user id."""
+        ...
+
+    async def list_for_user(self, user_id: int) -> Sequence[Membership]:
+        """The user's memberships, by project id."""
+        ...
+
+    async def count_role(self, project_id: int, role: Role) -> int:
+        """How many members of the project have ``role``."""
+        ...
+
+
+class InvitationRepository(Protocol):
+    """Invitations to projects; each link's token is stored as its hash."""
+
+    async def create(
+        self,
+        *,
+        project_id: int,
+        email: str,
+        role: Role,
+        token_hash: str,
+        invited_by: int | None,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> Invitation:
+        """Store a new invitation; raise :class:`~z4j_domain.errors.Conflict` if there is no
+        such project."""
+        ...
+
+    async def get(self, invitation_id: int) -> Invitation | None:
+        """The invitation, or ``None``."""
+        ...
+
+    async def get_by_token_hash(self, token_hash: str) -> Invitation | None:
+        """The invitation whose token has this hash, or ``None``."""
+        ...
+
+    async def list(self, project_id: int) -> Sequence[Invitation]:
+        """The project's invitations, newest first."""
+        ...
+
+    async def mark_accepted(self, invitation_id: int, user_id: int, at: datetime) -> bool:
+        """Mark it accepted by ``user_id`` if it is neither accepted nor revoked yet.
+
+        Returns whether this call did it: of two concurrent acceptances, exactly
+        one gets ``True`` (the single-use guarantee).
+        """
+        ...
+
+    async def revoke(self, invitation_id: int, at: datetime) -> bool:
+        """Revoke it if it is neither accepted nor revoked yet; whether this call did it."""
+        ...
+
+
+class SessionRepository(Protocol):
+    """Browser sessions; each cookie's token is stored as its hash."""
+
+    async def create(
+        self,
+        *,
+        user_id: int,
+        token_hash: str,
+        created_at: datetime,
+        expires_at: datetime,
+        source_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> Session:
+        """Store a new session (``last_seen_at`` is ``created_at``)."""
+        ...
+
+    async def get_by_token_hash(self, token_hash: str) -> Session | None:
+        """The session whose token has this hash, or ``None``."""
+        ...
+
+    async def touch(self, session_id: int, at: datetime) -> None:
+        """Record a request of the session at ``at``."""
+        ...
+
+    async def delete(self, session_id: int) -> bool:
+        """End the session; whether it existed."""
+        ...
+
+    async def delete_for_user(self, user_id: int, *, keep: int | None = None) -> int:
+        """End the user's sessions except ``keep``; how many ended."""
+        ...
+
+    async def delete_expired(self, now: datetime, idle_before: datetime) -> int:
+        """Delete sessions past ``expires_at`` or last seen before ``idle_before``; how many."""
+        ...
+
+
+class AuditLogRepository(Protocol):
+    """The audit chain's storage: entries by sequence number, one head, checkpoints.
+
+    Appending is two calls in one unit of work: :meth:`lock_head` (which holds
+    every other appender, in any process, until the transaction ends) and
+    :meth:`append`. The storage also refuses a second entry with the same
+    sequence number or the same previous MAC, so even a writer that skipped
+    the lock cannot fork the chain.
+    """
+
+    async def lock_head(self) -> ChainHead:
+        """Take the chain's append lock for this transaction and return its head."""
+        ...
+
+    async def head(self) -> ChainHead:
+        """The chain's head as committed, without locking."""
+        ...
+
+    async def append(self, entry: AuditEntry, head: ChainHead) -> None:
+        """Store ``entry`` and move the head to ``head``; only after :meth:`lock_head`.
+
+        Raise :class:`~z4j_domain.errors.Conflict` if an entry with its sequence
+        number or previous MAC exists.
+        """
+        ...
+
+    async def entries(
+        self, *, after_seq: int, through_seq: int, limit: int
+    ) -> Sequence[AuditEntry]:
+        """Up to ``limit`` entries with ``after_seq < seq <= through_seq``, by sequence number."""
+        ...
+
+    async def search(self, query: AuditQuery) -> AuditPage:
+        """One page of entries matching ``query``, newest first."""
+        ...
+
+    async def count_recent(
+        self,
+        action: str,
+        since: datetime,
+        *,
+        target: str | None = None,
+        source_ip: str | None = None,
+    ) -> int:
+        """How many ``action`` entries since ``since`` (with that target / source IP)."""
+        ...
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest pruning checkpoint, or ``None``."""
+        ...
+
+    async def prune(self, checkpoint: Checkpoint) -> int:
+        """Delete entries up to ``checkpoint.through_seq`` and store the checkpoint, after
+        :meth:`lock_head`; how many entries were deleted."""
         ...
 
 
@@ -277,6 +479,26 @@ class UnitOfWork(Protocol):
     @property
     def settings(self) -> SettingRepository:
         """Instance settings."""
+        ...
+
+    @property
+    def memberships(self) -> MembershipRepository:
+        """Project memberships."""
+        ...
+
+    @property
+    def invitations(self) -> InvitationRepository:
+        """Invitations."""
+        ...
+
+    @property
+    def sessions(self) -> SessionRepository:
+        """Browser sessions."""
+        ...
+
+    @property
+    def audit(self) -> AuditLogRepository:
+        """The audit log."""
         ...
 
     async def __aenter__(self) -> Self: ...

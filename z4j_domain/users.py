@@ -1,4 +1,4 @@
-"""Users, their API keys, and agents' credentials: identities as stored values.
+"""Users, their API keys, sessions and invitations, and agents' credentials, as stored values.
 
 Secrets never live here in clear: a key or token is stored as its SHA-256
 (they are long random strings, so a fast hash is the right one), and a password
@@ -7,20 +7,25 @@ as the hash a :class:`~z4j_domain.ports.PasswordHasher` produced.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import attrs
 
 from z4j_domain._validators import aware_utc, non_empty, optional_aware_utc
 from z4j_domain.errors import InvalidInput
+from z4j_domain.rbac import Role, parse_role
 
 __all__ = [
     "API_KEY_PREFIX",
     "Agent",
     "ApiKey",
+    "Invitation",
+    "InvitationStatus",
+    "Session",
     "User",
     "hash_secret",
     "normalize_email",
@@ -74,11 +79,76 @@ class ApiKey:
     created_at: datetime = attrs.field(converter=aware_utc)
     last_used_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
     revoked_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
+    #: The only project the key may act in (``None``: every project of its user).
+    project_id: int | None = None
+    #: The most the key may do (``None``: whatever its user may do).
+    role: Role | None = attrs.field(default=None, converter=attrs.converters.optional(parse_role))
 
     @property
     def is_active(self) -> bool:
         """Whether the key may still authenticate."""
         return self.revoked_at is None
+
+
+class InvitationStatus(enum.StrEnum):
+    """Where an invitation stands."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+@attrs.frozen(kw_only=True)
+class Invitation:
+    """A single-use, expiring offer of a role in a project to an email address.
+
+    ``token_hash`` is :func:`hash_secret` of the link's token; the token itself
+    is shown once, to the admin who invites.
+    """
+
+    id: int
+    project_id: int
+    email: str = attrs.field(validator=_email)
+    role: Role = attrs.field(converter=parse_role)
+    token_hash: str = attrs.field(validator=non_empty)
+    invited_by: int | None
+    created_at: datetime = attrs.field(converter=aware_utc)
+    expires_at: datetime = attrs.field(converter=aware_utc)
+    accepted_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
+    accepted_by: int | None = None
+    revoked_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
+
+    def status(self, now: datetime) -> InvitationStatus:
+        """Where the invitation stands at ``now``."""
+        if self.accepted_at is not None:
+            return InvitationStatus.ACCEPTED
+        if self.revoked_at is not None:
+            return InvitationStatus.REVOKED
+        if now >= self.expires_at:
+            return InvitationStatus.EXPIRED
+        return InvitationStatus.PENDING
+
+
+@attrs.frozen(kw_only=True)
+class Session:
+    """A browser login: ``token_hash`` is :func:`hash_secret` of the session cookie.
+
+    It ends at ``expires_at`` (absolute) or after ``idle`` without a request.
+    """
+
+    id: int
+    user_id: int
+    token_hash: str = attrs.field(validator=non_empty)
+    created_at: datetime = attrs.field(converter=aware_utc)
+    last_seen_at: datetime = attrs.field(converter=aware_utc)
+    expires_at: datetime = attrs.field(converter=aware_utc)
+    source_ip: str | None = None
+    user_agent: str | None = None
+
+    def is_live(self, now: datetime, idle: timedelta) -> bool:
+        """Whether the session still authenticates at ``now``."""
+        return now < self.expires_at and now - self.last_seen_at < idle
 
 
 @attrs.frozen(kw_only=True)
