@@ -14,6 +14,9 @@ variable                           meaning (default)
 ``Z4J_HEARTBEAT_WINDOW``           silence after which a worker is offline (3 intervals + 2 s)
 ``Z4J_RECONCILE_INTERVAL``         seconds between reconciler passes (``10``)
 ``Z4J_PROBE_TIMEOUT``              unanswered probes before a dead worker's task is lost (``30``)
+``Z4J_SESSION_IDLE_TIMEOUT``       seconds without a request that end a browser session (``7200``)
+``Z4J_SESSION_LIFETIME``           seconds after login that end a browser session (``43200``)
+``Z4J_COOKIE_SECURE``              ``auto`` (Secure on HTTPS requests), ``true`` or ``false``
 =================================  ==========================================================
 """
 
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 7700
+DEFAULT_SESSION_IDLE: Final = timedelta(hours=2)
+DEFAULT_SESSION_LIFETIME: Final = timedelta(hours=12)
 _SECRET_FILE: Final = "secret"  # noqa: S105 - a file name, not a secret
 
 # Each accepted spelling of a scheme, and the async driver z4j runs it with.
@@ -73,6 +78,12 @@ class Settings:
     bootstrap_admin_password: str | None = attrs.field(default=None, repr=False)
     #: Heartbeats, liveness and the reconciler's timings.
     reconcile: ReconcilePolicy = attrs.Factory(ReconcilePolicy)
+    #: A browser session ends after this long without a request...
+    session_idle: timedelta = DEFAULT_SESSION_IDLE
+    #: ... and this long after login, whatever happens.
+    session_lifetime: timedelta = DEFAULT_SESSION_LIFETIME
+    #: The session cookie's Secure flag: ``None`` sets it on HTTPS requests only.
+    cookie_secure: bool | None = None
 
 
 def normalize_database_url(url: str) -> str:
@@ -125,7 +136,45 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         bootstrap_admin_email=email,
         bootstrap_admin_password=password,
         reconcile=_reconcile_policy(get),
+        **_session_settings(get),
     )
+
+
+_SESSION_VARIABLES: Final = {
+    "Z4J_SESSION_IDLE_TIMEOUT": "session_idle",
+    "Z4J_SESSION_LIFETIME": "session_lifetime",
+}
+_BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _session_settings(get: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for variable, field in _SESSION_VARIABLES.items():
+        raw = get(variable)
+        if raw is None:
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 60 <= seconds <= 90 * 86_400:
+            raise ConfigError(
+                f"{variable} must be a number of seconds from 60 to 7776000 (90 days), got {raw!r}"
+            )
+        values[field] = timedelta(seconds=seconds)
+    idle = values.get("session_idle", DEFAULT_SESSION_IDLE)
+    lifetime = values.get("session_lifetime", DEFAULT_SESSION_LIFETIME)
+    if idle > lifetime:
+        raise ConfigError(
+            "Z4J_SESSION_IDLE_TIMEOUT is longer than Z4J_SESSION_LIFETIME: a session could"
+            " never reach its idle timeout"
+        )
+    raw_secure = get("Z4J_COOKIE_SECURE")
+    if raw_secure is not None and raw_secure.lower() != "auto":
+        if raw_secure.lower() not in _BOOLEANS:
+            raise ConfigError(f"Z4J_COOKIE_SECURE must be auto, true or false, got {raw_secure!r}")
+        values["cookie_secure"] = _BOOLEANS[raw_secure.lower()]
+    return values
 
 
 _POLICY_VARIABLES: Final = {

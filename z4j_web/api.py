@@ -1,7 +1,7 @@
-"""The project-scoped API: tasks, a task's timeline, workers, queues and agents.
+"""The project-scoped API: tasks, a task's timeline, workers, queues, settings and agents.
 
-Any valid API key may mint, list and revoke agents for now: RBAC (admin of the
-project) and the audit log come with issue 7's work.
+Each view names the permission it needs (:func:`z4j_web.auth.require`);
+changes are recorded in the audit log.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from werkzeug.datastructures import MultiDict
 from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import InvalidInput
 from z4j_domain.queries import TaskQuery
+from z4j_domain.rbac import Permission
 from z4j_domain.redaction import RedactionSettings
 from z4j_domain.serialization import event_to_dict, task_to_dict, worker_to_dict
 from z4j_domain.users import Agent
 from z4j_domain.workers import Worker
 from z4j_web import services
-from z4j_web.auth import require_api_key
+from z4j_web.auth import current_access, current_actor, require
 from z4j_web.runtime import current_runtime
 
 __all__ = ["agent_to_dict", "blueprint", "task_query_params"]
@@ -71,7 +72,7 @@ def task_query_params(args: MultiDict[str, str]) -> dict[str, Any]:
 
 
 @blueprint.get("/tasks")
-@require_api_key
+@require(Permission.READ_TASKS)
 async def list_tasks(project: str) -> dict[str, Any]:
     """One page of the project's tasks, newest first, with the next page's cursor."""
     query = TaskQuery.from_params(task_query_params(request.args))
@@ -83,7 +84,7 @@ async def list_tasks(project: str) -> dict[str, Any]:
 
 
 @blueprint.get("/tasks/<path:task_id>")
-@require_api_key
+@require(Permission.READ_TASKS)
 async def get_task(project: str, task_id: str) -> dict[str, Any]:
     """A task and its events in timeline order."""
     task, events = await services.get_task(current_runtime().uow, project, task_id)
@@ -91,7 +92,7 @@ async def get_task(project: str, task_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/workers")
-@require_api_key
+@require(Permission.READ_TASKS)
 async def list_workers(project: str) -> dict[str, Any]:
     """The project's workers, by hostname: online or offline, and when each was last heard from."""
     runtime = current_runtime()
@@ -112,17 +113,15 @@ def _worker_to_dict(worker: Worker) -> dict[str, Any]:
 
 
 @blueprint.get("/settings/redaction")
-@require_api_key
+@require(Permission.READ_TASKS)
 async def get_redaction(project: str) -> dict[str, Any]:
     """The project's additions to the default redaction (the defaults are always on)."""
     runtime = current_runtime()
-    async with runtime.uow() as uow:
-        project_id = (await services.get_project(uow, project)).id
-    return (await runtime.redaction.settings(project_id)).to_dict()
+    return (await runtime.redaction.settings(current_access().project.id)).to_dict()
 
 
 @blueprint.put("/settings/redaction")
-@require_api_key
+@require(Permission.CHANGE_SETTINGS)
 async def put_redaction(project: str) -> dict[str, Any]:
     """Replace the project's redaction additions; connected agents get them at once.
 
@@ -133,9 +132,10 @@ async def put_redaction(project: str) -> dict[str, Any]:
     body = await request.get_json(force=True, silent=True)
     settings = RedactionSettings.from_dict(body)
     runtime = current_runtime()
-    async with runtime.uow() as uow:
-        project_id = (await services.get_project(uow, project)).id
-    await runtime.redaction.save(project_id, settings)
+    project_id = current_access().project.id
+    await runtime.redaction.save(
+        project_id, settings, current_actor(), runtime.audit_key, runtime.clock.now()
+    )
     sent = runtime.reconciler.broadcast(
         project_id, {"command": "configure", "redaction": settings.to_dict()}
     )
@@ -152,7 +152,7 @@ async def put_redaction(project: str) -> dict[str, Any]:
 
 
 @blueprint.get("/queues")
-@require_api_key
+@require(Permission.READ_TASKS)
 async def list_queues(project: str) -> dict[str, Any]:
     """Task counts per queue and state."""
     summaries = await services.queue_summaries(current_runtime().uow, project)
@@ -176,7 +176,7 @@ def agent_to_dict(agent: Agent) -> dict[str, Any]:
 
 
 @blueprint.post("/agents")
-@require_api_key
+@require(Permission.MANAGE_AGENTS)
 async def create_agent(project: str) -> tuple[dict[str, Any], int]:
     """Mint an agent; the answer holds its token and HMAC secret, shown this once only."""
     body = await request.get_json(force=True, silent=True)
@@ -190,6 +190,7 @@ async def create_agent(project: str) -> tuple[dict[str, Any], int]:
         runtime.uow,
         runtime.clock,
         runtime.settings.secret,
+        current_actor(),
         project_slug=project,
         name=body["name"],
     )
@@ -202,7 +203,7 @@ async def create_agent(project: str) -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/agents")
-@require_api_key
+@require(Permission.READ_TASKS)
 async def list_agents(project: str) -> dict[str, Any]:
     """The project's agents, revoked ones included, by name."""
     agents = await services.list_agents(current_runtime().uow, project)
@@ -210,9 +211,16 @@ async def list_agents(project: str) -> dict[str, Any]:
 
 
 @blueprint.delete("/agents/<name>")
-@require_api_key
+@require(Permission.MANAGE_AGENTS)
 async def revoke_agent(project: str, name: str) -> dict[str, Any]:
     """Revoke an agent: its token stops authenticating new connections at once."""
     runtime = current_runtime()
-    agent = await services.revoke_agent(runtime.uow, runtime.clock, project_slug=project, name=name)
+    agent = await services.revoke_agent(
+        runtime.uow,
+        runtime.clock,
+        runtime.settings.secret,
+        current_actor(),
+        project_slug=project,
+        name=name,
+    )
     return agent_to_dict(agent)

@@ -12,7 +12,7 @@ from z4j_infra.clock import SystemClock
 from z4j_infra.database import Database
 from z4j_infra.passwords import Argon2PasswordHasher
 from z4j_infra.settings import Settings
-from z4j_web import api, gateway, health, live, metrics, onboarding
+from z4j_web import account, api, gateway, health, live, members, metrics, onboarding
 from z4j_web.errors import register_error_handlers
 from z4j_web.ingest import DEFAULT_CAPACITY, IngestWriter
 from z4j_web.live import LiveUpdates
@@ -125,6 +125,8 @@ def create_app(
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(account.blueprint)
+    app.register_blueprint(members.blueprint)
     app.register_blueprint(onboarding.blueprint)
     app.register_blueprint(gateway.blueprint)
     app.register_blueprint(live.blueprint)

@@ -1,4 +1,4 @@
-"""The ``z4j`` command: serve, check, status, migrate, API keys and agents.
+"""The ``z4j`` command: serve, check, status, migrate, API keys, agents, passwords, audit.
 
 Every command reads its settings through :func:`z4j_infra.settings.load_settings`
 (so ``Z4J_HOME``, ``Z4J_DATABASE_URL``, ... apply everywhere). Failures end
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -19,14 +21,17 @@ from typing import Any, Final, NoReturn, ParamSpec, TypeVar
 
 import click
 
+from z4j_domain.audit import Verification, audit_key
 from z4j_domain.errors import Z4jError
+from z4j_domain.rbac import Role
 from z4j_infra.clock import SystemClock
 from z4j_infra.database import Database
 from z4j_infra.errors import ConfigError
 from z4j_infra.migrations import migrate as migrate_database
 from z4j_infra.migrations import revisions
 from z4j_infra.settings import Settings, load_settings
-from z4j_web import services
+from z4j_web import accounts, auditing, services
+from z4j_web.auditing import Actor
 from z4j_web.runtime import uow_factory_of
 from z4j_web.version import version
 
@@ -79,6 +84,15 @@ def _handled(command: Callable[P, R]) -> Callable[P, R]:
 
 def _run(coroutine: Coroutine[Any, Any, R]) -> R:
     return asyncio.run(coroutine)
+
+
+def _actor() -> Actor:
+    """The audit log's actor for a command: ``cli:<login name>``."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. a bare container)
+        login = f"uid{os.getuid()}"
+    return Actor(name=f"cli:{login}")
 
 
 def _configure_logging() -> None:
@@ -237,12 +251,21 @@ def api_key() -> None:
 @api_key.command("create")
 @click.option("--email", required=True, help="The user the key acts as.")
 @click.option("--name", default="cli", show_default=True, help="What the key is for.")
+@click.option("--project", default=None, help="Bind the key to this project (slug).")
+@click.option(
+    "--role",
+    type=click.Choice([role.value for role in Role]),
+    default=None,
+    help="Cap the key at this role (it never does more than its user may, either).",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"key": ...} as JSON.')
 @_handled
-def api_key_create(email: str, name: str, as_json: bool) -> None:
+def api_key_create(
+    email: str, name: str, project: str | None, role: str | None, as_json: bool
+) -> None:
     """Create an API key for a user and print it (it is shown only this once)."""
     settings = load_settings()
-    created = _run(_create_api_key(settings, email=email, name=name))
+    created = _run(_create_api_key(settings, email=email, name=name, project=project, role=role))
     if as_json:
         click.echo(
             json.dumps(
@@ -264,10 +287,19 @@ def api_key_create(email: str, name: str, as_json: bool) -> None:
     )
 
 
-async def _create_api_key(settings: Settings, *, email: str, name: str) -> services.NewApiKey:
+async def _create_api_key(
+    settings: Settings, *, email: str, name: str, project: str | None, role: str | None
+) -> services.NewApiKey:
     async with _database(settings) as database:
-        return await services.create_api_key(
-            uow_factory_of(database), SystemClock(), email=email, name=name
+        return await accounts.create_api_key(
+            uow_factory_of(database),
+            SystemClock(),
+            audit_key(settings.secret),
+            _actor(),
+            email=email,
+            name=name,
+            project=project,
+            role=role,
         )
 
 
@@ -315,6 +347,7 @@ async def _mint_agent(settings: Settings, *, project: str, name: str) -> service
             uow_factory_of(database),
             SystemClock(),
             settings.secret,
+            _actor(),
             project_slug=project,
             name=name,
         )
@@ -364,7 +397,129 @@ def agent_revoke(project: str, name: str) -> None:
 async def _revoke_agent(settings: Settings, project: str, name: str) -> Any:
     async with _database(settings) as database:
         return await services.revoke_agent(
-            uow_factory_of(database), SystemClock(), project_slug=project, name=name
+            uow_factory_of(database),
+            SystemClock(),
+            settings.secret,
+            _actor(),
+            project_slug=project,
+            name=name,
+        )
+
+
+@main.command("changepassword")
+@click.option("--email", required=True, help="The user whose password to set.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the new password from the first line of stdin instead of prompting.",
+)
+@_handled
+def changepassword(email: str, password_stdin: bool) -> None:
+    """Set a user's password (recovery: needs no old password); their sessions end."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt(
+            f"New password for {email}", hide_input=True, confirmation_prompt=True
+        )
+    settings = load_settings()
+    _run(_change_password(settings, email, password))
+    click.echo(f"changed the password of {email}; their browser sessions have ended")
+
+
+async def _change_password(settings: Settings, email: str, password: str) -> None:
+    from z4j_infra.passwords import Argon2PasswordHasher
+
+    async with _database(settings) as database:
+        await accounts.change_password(
+            uow_factory_of(database),
+            SystemClock(),
+            Argon2PasswordHasher(),
+            audit_key(settings.secret),
+            _actor(),
+            email=email,
+            new_password=password,
+            current_password=None,
+        )
+
+
+@main.group()
+def audit() -> None:
+    """Verify and prune the tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_handled
+def audit_verify(as_json: bool) -> None:
+    """Recompute the audit chain; exit 1 naming the first bad entry if it was tampered with."""
+    settings = load_settings()
+    result = _run(_verify_audit(settings))
+    broken = result.broken
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "verified": result.verified,
+                    "first_seq": result.first_seq,
+                    "last_seq": result.last_seq,
+                    "checkpoint": result.checkpoint.through_seq if result.checkpoint else None,
+                    "bad_entry": broken.seq if broken else None,
+                    "reason": broken.reason if broken else None,
+                }
+            )
+        )
+    elif broken is None:
+        since = (
+            f" after the checkpoint of entries 1 to {result.checkpoint.through_seq}"
+            if result.checkpoint
+            else ""
+        )
+        span = f" (entries {result.first_seq} to {result.last_seq})" if result.verified else ""
+        click.echo(f"OK: {result.verified} audit entries verified{span}{since}")
+    else:
+        click.echo(f"FAIL: audit entry {broken.seq}: {broken.reason}")
+    if broken is not None:
+        raise CommandFailed(f"the audit log does not verify at entry {broken.seq}")
+
+
+async def _verify_audit(settings: Settings) -> Verification:
+    async with _database(settings) as database:
+        return await auditing.verify(uow_factory_of(database), audit_key(settings.secret))
+
+
+@audit.command("prune")
+@click.option(
+    "--older-than-days",
+    type=click.IntRange(1),
+    required=True,
+    help="Delete entries older than this many days (a signed checkpoint takes their place).",
+)
+@_handled
+def audit_prune(older_than_days: int) -> None:
+    """Delete old audit entries, leaving a signed checkpoint so the chain still verifies."""
+    from datetime import timedelta
+
+    settings = load_settings()
+    result = _run(_prune_audit(settings, timedelta(days=older_than_days)))
+    if result.pruned:
+        click.echo(
+            f"pruned {result.pruned} audit entries (through entry {result.through_seq});"
+            " a signed checkpoint replaces them"
+        )
+    else:
+        click.echo(f"no audit entries older than {older_than_days} days")
+
+
+async def _prune_audit(settings: Settings, older_than: Any) -> auditing.PruneResult:
+    async with _database(settings) as database:
+        return await auditing.prune(
+            uow_factory_of(database),
+            audit_key(settings.secret),
+            _actor(),
+            older_than=older_than,
+            now=SystemClock().now(),
         )
 
 

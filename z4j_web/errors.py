@@ -22,10 +22,12 @@ from z4j_infra.errors import StorageError
 
 __all__ = [
     "AuthenticationFailed",
+    "CsrfRejected",
     "PermissionDenied",
     "SetupAlreadyDone",
     "SetupTokenExpired",
     "SetupTokenInvalid",
+    "TooManyRequests",
     "error_code",
     "error_status",
     "register_error_handlers",
@@ -49,6 +51,19 @@ class PermissionDenied(Z4jError):
     """The caller is authenticated but may not do this."""
 
 
+class CsrfRejected(PermissionDenied):
+    """A state-changing request made with a session lacks the session's CSRF token."""
+
+
+class TooManyRequests(Z4jError):
+    """The caller made too many attempts (failed logins); it may retry after a while."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        #: Seconds until an attempt may succeed again (the ``Retry-After`` header).
+        self.retry_after = retry_after
+
+
 class SetupTokenInvalid(Z4jError):
     """The setup token is missing, wrong, or was already used."""
 
@@ -65,12 +80,14 @@ class SetupAlreadyDone(Z4jError):
 _STATUS: Final[tuple[tuple[type[Z4jError], int, str], ...]] = (
     (InvalidInput, 400, "invalid_input"),
     (AuthenticationFailed, 401, "unauthorized"),
+    (CsrfRejected, 403, "csrf_failed"),
     (PermissionDenied, 403, "forbidden"),
     (SetupTokenInvalid, 403, "setup_token_invalid"),
     (NotFound, 404, "not_found"),
     (Conflict, 409, "conflict"),
     (SetupTokenExpired, 410, "setup_token_expired"),
     (SetupAlreadyDone, 410, "setup_already_done"),
+    (TooManyRequests, 429, "too_many_requests"),
     (StorageError, 503, "storage_unavailable"),
 )
 
@@ -137,6 +154,8 @@ async def _handle_domain_error(error: Z4jError) -> Any:
         if error.credentials_given:
             challenge += ', error="invalid_token"'
         response.headers["WWW-Authenticate"] = challenge
+    if isinstance(error, TooManyRequests):
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -177,6 +196,8 @@ _TITLES: Final = {
     "invalid_input": "Invalid input",
     "unauthorized": "Not signed in",
     "forbidden": "Forbidden",
+    "csrf_failed": "Forbidden",
+    "too_many_requests": "Too many attempts",
     "setup_token_invalid": "Invalid setup link",
     "not_found": "Not found",
     "conflict": "Conflict",

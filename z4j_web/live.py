@@ -19,16 +19,19 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, websocket
 
 from z4j_domain.errors import NotFound
+from z4j_domain.rbac import Permission
 from z4j_domain.serialization import task_to_dict, worker_to_dict
 from z4j_domain.tasks import Task
 from z4j_domain.workers import Worker
 from z4j_infra.errors import StorageError
-from z4j_web import services
-from z4j_web.errors import AuthenticationFailed
+from z4j_web import accounts
+from z4j_web.auth import authenticate
+from z4j_web.errors import AuthenticationFailed, PermissionDenied
 from z4j_web.runtime import current_runtime
 
 __all__ = ["LiveUpdates", "blueprint"]
@@ -99,15 +102,24 @@ class LiveUpdates:
             self.publish(project_id, {"type": "workers", "items": items})
 
 
-def _api_key() -> str | None:
-    header = websocket.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() == "bearer" and key.strip():
-        return key.strip()
-    # Browsers cannot set headers on a WebSocket, so a query parameter is
-    # accepted too; it may end up in proxy access logs, so prefer the header
-    # (or, later, the session cookie) wherever the client allows it.
-    return websocket.args.get("key") or None
+def _credentials() -> tuple[dict[str, str], dict[str, str]]:
+    headers = {"Authorization": websocket.headers.get("Authorization", "")}
+    # Browsers cannot set headers on a WebSocket: they authenticate with the
+    # session cookie, or a key in the query string (which may end up in proxy
+    # access logs, so prefer the cookie or header wherever the client allows).
+    key = websocket.args.get("key")
+    if not headers["Authorization"] and key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers, dict(websocket.cookies)
+
+
+def _cross_site() -> bool:
+    # A page on another site could open a socket riding the browser's cookie:
+    # for cookie-authenticated sockets the Origin must be this server.
+    origin = websocket.headers.get("Origin")
+    if not origin:
+        return False
+    return urlsplit(origin).netloc.lower() != websocket.host.lower()
 
 
 def _refuse(status: int, message: str) -> Response:
@@ -127,15 +139,20 @@ def _refuse(status: int, message: str) -> Response:
 async def dashboard_socket() -> Response | None:
     """Push the project's task and worker changes to a dashboard as they happen."""
     runtime = current_runtime()
-    key = _api_key()
-    if key is None:
-        return _refuse(401, "authentication required: send Authorization: Bearer <api key>")
+    headers, cookies = _credentials()
     try:
-        await services.authenticate(runtime.uow, runtime.clock, key)
+        principal = await authenticate(runtime, headers, cookies, "GET")
+        if principal.session is not None and _cross_site():
+            return _refuse(403, "cross-site WebSocket refused: open it from this server's pages")
         async with runtime.uow() as uow:
-            project = await services.get_project(uow, websocket.args.get("project", "default"))
+            granted = await accounts.access(
+                uow, principal, websocket.args.get("project", "default"), Permission.READ_TASKS
+            )
+        project = granted.project
     except AuthenticationFailed as error:
         return _refuse(401, str(error))
+    except PermissionDenied as error:
+        return _refuse(403, str(error))
     except NotFound as error:
         return _refuse(404, str(error))
     except StorageError:

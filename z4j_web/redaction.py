@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Final
 
 from z4j_domain.errors import InvalidInput
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.redaction import RedactionPolicy, RedactionSettings
-from z4j_web import services
+from z4j_web.auditing import Actor, audited
 
 __all__ = ["REFRESH_SECONDS", "RedactionStore", "settings_key"]
 
@@ -71,9 +72,28 @@ class RedactionStore:
         """The project's redaction policy: the defaults plus its settings."""
         return (await self.settings(project_id)).policy()
 
-    async def save(self, project_id: int, settings: RedactionSettings) -> None:
-        """Store the project's settings (they take effect on this brain at once)."""
+    async def save(
+        self,
+        project_id: int,
+        settings: RedactionSettings,
+        actor: Actor,
+        audit_key: bytes,
+        at: datetime,
+    ) -> None:
+        """Store the project's settings (they take effect on this brain at once); audited."""
         value = settings.to_dict()
-        key = settings_key(project_id)
-        await services.write_only(self._uow_factory(), lambda uow: uow.settings.set(key, value))
+        async with audited(self._uow_factory(), audit_key) as work:
+            before = await work.uow.settings.get(settings_key(project_id))
+            await work.uow.settings.set(settings_key(project_id), value)
+            await work.append(
+                actor.record(
+                    "settings.redaction_changed",
+                    at,
+                    target="settings:redaction",
+                    project_id=project_id,
+                    before=before,
+                    after=value,
+                )
+            )
+            await work.commit()
         self._cache[project_id] = (self._monotonic(), settings)

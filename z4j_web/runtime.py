@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from typing import TYPE_CHECKING, Final
 
 import attrs
 from quart import current_app
 
+from z4j_domain.audit import audit_key
 from z4j_domain.ports import Clock, PasswordHasher, UnitOfWorkFactory
 
 if TYPE_CHECKING:
@@ -45,6 +47,16 @@ class Runtime:
     ingest: IngestWriter = attrs.field(init=False)
     reconciler: Reconciler = attrs.field(init=False)
     redaction: RedactionStore = attrs.field(init=False)
+
+    @property
+    def audit_key(self) -> bytes:
+        """The audit chain's HMAC key, derived from the instance secret."""
+        return audit_key(self.settings.secret)
+
+    @property
+    def csrf_key(self) -> bytes:
+        """The key that derives each session's CSRF token from its cookie."""
+        return hmac.new(self.settings.secret.encode("utf-8"), b"z4j-csrf:v1", "sha256").digest()
 
     @property
     def uow(self) -> UnitOfWorkFactory:

@@ -12,6 +12,7 @@ from typing import Final
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
+from z4j_domain.audit import audit_key
 from z4j_domain.errors import InvalidInput
 from z4j_domain.ports import Clock, PasswordHasher
 from z4j_infra.clock import SystemClock
@@ -70,6 +71,7 @@ async def prepare(
                 uow_factory_of(database),
                 clock,
                 password_hasher,
+                audit_key=audit_key(settings.secret),
                 admin_email=settings.bootstrap_admin_email,
                 admin_password=settings.bootstrap_admin_password,
             )

@@ -9,6 +9,7 @@ password hasher) as arguments and opens its own transactions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio.to_thread
 import attrs
 
+from z4j_domain.audit import audit_key
 from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import Conflict, InvalidInput, NotFound
 from z4j_domain.ports import Clock, PasswordHasher, UnitOfWork, UnitOfWorkFactory
@@ -37,6 +39,7 @@ from z4j_domain.users import (
 from z4j_domain.workers import Worker, WorkerStatus
 from z4j_infra.errors import StorageError
 from z4j_infra.secrets import new_token
+from z4j_web.auditing import Actor, audited
 from z4j_web.errors import (
     AuthenticationFailed,
     SetupAlreadyDone,
@@ -57,25 +60,24 @@ __all__ = [
     "Check",
     "NewAgent",
     "NewApiKey",
-    "Principal",
     "QueueSummary",
     "StatusCounts",
     "agent_secret",
-    "authenticate",
     "authenticate_agent",
     "bootstrap",
     "check_database",
     "complete_setup",
-    "create_api_key",
     "get_project",
     "get_task",
     "list_agents",
     "list_tasks",
     "list_workers",
     "mint_agent",
+    "normalize_user_email",
     "queue_summaries",
     "revoke_agent",
     "status_counts",
+    "validate_key_name",
     "validate_password",
     "verify_setup_token",
 ]
@@ -89,12 +91,12 @@ MIN_PASSWORD_LENGTH: Final = 12
 MAX_PASSWORD_LENGTH: Final = 1024
 MAX_API_KEY_NAME_LENGTH: Final = 100
 # Keys are ~48 characters; anything much longer is not one of ours.
-_MAX_API_KEY_LENGTH: Final = 256
+MAX_API_KEY_LENGTH: Final = 256
 #: How many characters of a key are kept in clear so a person can recognise it.
-_API_KEY_DISPLAY_LENGTH: Final = len(API_KEY_PREFIX) + 6
+API_KEY_DISPLAY_LENGTH: Final = len(API_KEY_PREFIX) + 6
 # Recording every use of a key would turn every read request into a write;
 # a key's last use is only ever shown to about the minute.
-_TOUCH_INTERVAL: Final = timedelta(seconds=60)
+TOUCH_INTERVAL: Final = timedelta(seconds=60)
 _INVALID_SETUP_LINK: Final = (
     "this setup link is invalid or was already used;"
     " the current one is in the log of the last `z4j serve`"
@@ -124,7 +126,8 @@ class BootstrapResult:
         return self.admin is None and self.setup_token is None
 
 
-def _normalize_email(email: str) -> str:
+def normalize_user_email(email: str) -> str:
+    """The stored form of an email address, or raise :class:`InvalidInput`."""
     # normalize_email accepts control characters, and PostgreSQL cannot store NUL.
     if isinstance(email, str) and "\x00" in email:
         raise InvalidInput("invalid email address: it contains a NUL character")
@@ -159,6 +162,7 @@ async def bootstrap(
     clock: Clock,
     hasher: PasswordHasher,
     *,
+    audit_key: bytes,
     admin_email: str | None = None,
     admin_password: str | None = None,
     token_ttl: timedelta = SETUP_TOKEN_TTL,
@@ -180,10 +184,11 @@ async def bootstrap(
                 "set both the bootstrap admin email and password, or neither"
                 " (to get a setup link instead)"
             )
-        email = _normalize_email(admin_email)
+        email = normalize_user_email(admin_email)
         password_hash = await _hash_password(hasher, validate_password(admin_password))
         try:
-            async with uow_factory() as uow:
+            async with audited(uow_factory, audit_key) as work:
+                uow = work.uow
                 if await uow.users.count():
                     return BootstrapResult()
                 now = clock.now()
@@ -192,7 +197,12 @@ async def bootstrap(
                 )
                 await _ensure_default_project(uow, now)
                 await uow.settings.delete(SETUP_TOKEN_KEY)
-                await uow.commit()
+                await work.append(
+                    Actor(name="system:bootstrap").record(
+                        "user.created", now, target=f"user:{email}", admin=True
+                    )
+                )
+                await work.commit()
         except Conflict:
             # Another brain process booting at the same moment created it first.
             return BootstrapResult()
@@ -239,6 +249,8 @@ async def complete_setup(
     token: str,
     email: str,
     password: str,
+    audit_key: bytes,
+    source_ip: str | None = None,
 ) -> User:
     """Create the first admin (and the default project) with the setup token, using it up.
 
@@ -247,19 +259,29 @@ async def complete_setup(
     lets only one delete it, so the other fails with :class:`SetupTokenInvalid`.
     """
     await verify_setup_token(uow_factory, clock, token)
-    normalized = _normalize_email(email)
+    normalized = normalize_user_email(email)
     password_hash = await _hash_password(hasher, validate_password(password))
     # SQLite refuses, rather than waits for, a writer whose transaction began by
     # reading while another one wrote ("database is locked"); that can happen
     # again on a retry while the winner's transaction is still open. A few
     # spaced retries let the loser of such a race see the winner's admin and be
     # told so; a database that stays unavailable raises the last error.
+    create = functools.partial(
+        _create_first_admin,
+        uow_factory,
+        clock,
+        token,
+        normalized,
+        password_hash,
+        audit_key,
+        source_ip,
+    )
     for attempt in range(1, _SETUP_ATTEMPTS):
         try:
-            return await _create_first_admin(uow_factory, clock, token, normalized, password_hash)
+            return await create()
         except StorageError:
             await asyncio.sleep(0.05 * attempt)
-    return await _create_first_admin(uow_factory, clock, token, normalized, password_hash)
+    return await create()
 
 
 #: How many times the first admin's creation is tried when the database is busy.
@@ -267,9 +289,16 @@ _SETUP_ATTEMPTS: Final = 5
 
 
 async def _create_first_admin(
-    uow_factory: UnitOfWorkFactory, clock: Clock, token: str, email: str, password_hash: str
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    token: str,
+    email: str,
+    password_hash: str,
+    audit_key: bytes,
+    source_ip: str | None,
 ) -> User:
-    async with uow_factory() as uow:
+    async with audited(uow_factory, audit_key) as work:
+        uow = work.uow
         await _check_setup_token(uow, clock, token)
         if not await uow.settings.delete(SETUP_TOKEN_KEY):
             raise SetupTokenInvalid(_INVALID_SETUP_LINK)
@@ -281,7 +310,9 @@ async def _create_first_admin(
         except Conflict:
             raise SetupAlreadyDone("setup is already complete: the first admin exists") from None
         await _ensure_default_project(uow, now)
-        await uow.commit()
+        actor = Actor(name=email, user_id=admin.id, source_ip=source_ip)
+        await work.append(actor.record("user.created", now, target=f"user:{email}", admin=True))
+        await work.commit()
     return admin
 
 
@@ -297,19 +328,8 @@ class NewApiKey:
     user: User
 
 
-@attrs.frozen(kw_only=True)
-class Principal:
-    """Who a request acts as: the user and the key that authenticated it."""
-
-    user: User
-    api_key: ApiKey
-
-
-async def create_api_key(
-    uow_factory: UnitOfWorkFactory, clock: Clock, *, email: str, name: str
-) -> NewApiKey:
-    """Mint an API key for the user with ``email``; only its hash is stored."""
-    normalized = _normalize_email(email)
+def validate_key_name(name: str) -> str:
+    """Return the cleaned name of a new API key, or raise :class:`InvalidInput`."""
     name = name.strip() if isinstance(name, str) else ""
     if not name:
         raise InvalidInput("an API key needs a name (what it is for, e.g. 'ci')")
@@ -317,40 +337,7 @@ async def create_api_key(
         raise InvalidInput(f"an API key's name is at most {MAX_API_KEY_NAME_LENGTH} characters")
     if not name.isprintable():
         raise InvalidInput("an API key's name must be printable text (no control characters)")
-    key = new_token(prefix=API_KEY_PREFIX)
-    async with uow_factory() as uow:
-        user = await uow.users.get_by_email(normalized)
-        if user is None:
-            raise NotFound(f"no user with email {normalized!r}")
-        api_key = await uow.api_keys.create(
-            user_id=user.id,
-            name=name,
-            key_hash=hash_secret(key),
-            prefix=key[:_API_KEY_DISPLAY_LENGTH],
-            created_at=clock.now(),
-        )
-        await uow.commit()
-    return NewApiKey(key=key, api_key=api_key, user=user)
-
-
-async def authenticate(uow_factory: UnitOfWorkFactory, clock: Clock, key: str) -> Principal:
-    """Return who ``key`` belongs to, or raise :class:`AuthenticationFailed`."""
-    rejected = AuthenticationFailed("invalid or revoked API key", credentials_given=True)
-    if not key.startswith(API_KEY_PREFIX) or len(key) > _MAX_API_KEY_LENGTH:
-        raise rejected
-    async with uow_factory() as uow:
-        api_key = await uow.api_keys.get_by_hash(hash_secret(key))
-        if api_key is None or not api_key.is_active:
-            raise rejected
-        user = await uow.users.get(api_key.user_id)
-        if user is None:
-            raise rejected
-    now = clock.now()
-    if api_key.last_used_at is None or now - api_key.last_used_at >= _TOUCH_INTERVAL:
-        key_id = api_key.id
-        await write_only(uow_factory, lambda uow: uow.api_keys.touch(key_id, now))
-        api_key = attrs.evolve(api_key, last_used_at=now)
-    return Principal(user=user, api_key=api_key)
+    return name
 
 
 async def write_only(
@@ -415,6 +402,7 @@ async def mint_agent(
     uow_factory: UnitOfWorkFactory,
     clock: Clock,
     instance_secret: str,
+    actor: Actor,
     *,
     project_slug: str,
     name: str,
@@ -427,16 +415,20 @@ async def mint_agent(
     name = _agent_name(name)
     token = new_token(prefix=AGENT_TOKEN_PREFIX)
     salt = new_token()
-    async with uow_factory() as uow:
-        project = await get_project(uow, project_slug)
-        agent = await uow.agents.create(
+    now = clock.now()
+    async with audited(uow_factory, audit_key(instance_secret)) as work:
+        project = await get_project(work.uow, project_slug)
+        agent = await work.uow.agents.create(
             project_id=project.id,
             name=name,
             token_hash=hash_secret(token),
             secret_salt=salt,
-            created_at=clock.now(),
+            created_at=now,
         )
-        await uow.commit()
+        await work.append(
+            actor.record("agent.minted", now, target=f"agent:{name}", project_id=project.id)
+        )
+        await work.commit()
     return NewAgent(
         agent=agent,
         project=project,
@@ -453,18 +445,29 @@ async def list_agents(uow_factory: UnitOfWorkFactory, project_slug: str) -> Sequ
 
 
 async def revoke_agent(
-    uow_factory: UnitOfWorkFactory, clock: Clock, *, project_slug: str, name: str
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    instance_secret: str,
+    actor: Actor,
+    *,
+    project_slug: str,
+    name: str,
 ) -> Agent:
     """Revoke the project's agent ``name`` (idempotent); its token stops connecting at once."""
-    async with uow_factory() as uow:
-        project = await get_project(uow, project_slug)
-        agent = await uow.agents.get_by_name(project.id, name) if isinstance(name, str) else None
+    async with audited(uow_factory, audit_key(instance_secret)) as work:
+        project = await get_project(work.uow, project_slug)
+        agent = (
+            await work.uow.agents.get_by_name(project.id, name) if isinstance(name, str) else None
+        )
         if agent is None:
             raise NotFound(f"no agent {name!r} in project {project_slug!r}")
         if agent.revoked_at is None:
             now = clock.now()
-            await uow.agents.revoke(agent.id, now)
-            await uow.commit()
+            await work.uow.agents.revoke(agent.id, now)
+            await work.append(
+                actor.record("agent.revoked", now, target=f"agent:{name}", project_id=project.id)
+            )
+            await work.commit()
             agent = attrs.evolve(agent, revoked_at=now)
     return agent
 

@@ -30,7 +30,7 @@ def test_agent_create_list_revoke(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> N
     z4j_env["Z4J_SECRET"] = "cli-instance-secret"
     z4j_env["Z4J_PORT"] = "7799"
     assert run_z4j("migrate").returncode == 0
-    asyncio.run(_create_admin(sqlite_url(z4j_env)))
+    asyncio.run(_create_admin(z4j_env))
 
     as_json = run_z4j("agent", "create", "--project", "default", "--name", "workers", "--json")
     assert as_json.returncode == 0, as_json.stderr

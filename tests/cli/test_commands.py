@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from z4j_domain.audit import audit_key
 from z4j_domain.testing import FakeClock, PlainPasswordHasher
 from z4j_domain.users import hash_secret
 from z4j_infra.database import Database
+from z4j_infra.settings import load_settings
 from z4j_web import services
 from z4j_web.runtime import uow_factory_of
 
@@ -102,7 +104,7 @@ def test_status_needs_a_migrated_database(run_z4j: RunZ4j) -> None:
 def test_status_json_counts(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> None:
     """`status --json` prints one object with the version and the counts."""
     assert run_z4j("migrate").returncode == 0
-    asyncio.run(_create_admin(sqlite_url(z4j_env)))
+    asyncio.run(_create_admin(z4j_env))
     result = run_z4j("status", "--json")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
@@ -121,13 +123,15 @@ def test_status_json_counts(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> None:
     assert "users     1" in text.stdout
 
 
-async def _create_admin(url: str, email: str = "admin@example.com") -> None:
-    database = await Database.connect(url)
+async def _create_admin(z4j_env: dict[str, str], email: str = "admin@example.com") -> None:
+    settings = load_settings(z4j_env)
+    database = await Database.connect(settings.database_url)
     try:
         await services.bootstrap(
             uow_factory_of(database),
             FakeClock(),
             PlainPasswordHasher(),
+            audit_key=audit_key(settings.secret),
             admin_email=email,
             admin_password="long enough password",
         )
@@ -148,7 +152,7 @@ async def _stored_key_hashes(url: str) -> list[str]:
 def test_api_key_create(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> None:
     """The key is printed once (alone on stdout, or as JSON) and only its hash is stored."""
     assert run_z4j("migrate").returncode == 0
-    asyncio.run(_create_admin(sqlite_url(z4j_env)))
+    asyncio.run(_create_admin(z4j_env))
 
     as_json = run_z4j("api-key", "create", "--email", "Admin@Example.com", "--name", "ci", "--json")
     assert as_json.returncode == 0, as_json.stderr

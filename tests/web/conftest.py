@@ -16,7 +16,7 @@ from z4j_web import services
 from z4j_web.app import create_app
 from z4j_web.runtime import uow_factory_of
 
-from .support import Backend, FakeAgent, Seeded, seed
+from .support import SECRET, TESTS, Backend, FakeAgent, Seeded, seed
 
 
 @pytest.fixture(
@@ -47,7 +47,7 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         home=tmp_path,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}",
-        secret="test-secret",
+        secret=SECRET,
         host="127.0.0.1",
         port=7700,
     )
@@ -90,7 +90,7 @@ async def minted(
 ) -> services.NewAgent:
     """An agent "workers" of the default project."""
     return await services.mint_agent(
-        backend.uow_factory, clock, settings.secret, project_slug="default", name="workers"
+        backend.uow_factory, clock, settings.secret, TESTS, project_slug="default", name="workers"
     )
 
 

@@ -11,6 +11,7 @@ import attrs
 import sqlalchemy as sa
 from quart.testing.connections import WebsocketDisconnectError
 
+from z4j_domain.audit import audit_key
 from z4j_domain.frames import Frame, ReplayGuard, decode_frame, encode_frame
 from z4j_domain.ports import Clock, UnitOfWorkFactory
 from z4j_domain.projects import DEFAULT_PROJECT_SLUG
@@ -21,9 +22,15 @@ from z4j_domain.testing import FakeClock, InMemoryStore, PlainPasswordHasher
 from z4j_domain.workers import Worker
 from z4j_infra.database import Database
 from z4j_infra.schema import api_keys
-from z4j_web import services
+from z4j_web import accounts, services
+from z4j_web.auditing import Actor
 from z4j_web.runtime import EXTENSION_KEY, Runtime
 
+#: The secret of the ``settings`` fixture, and the audit key derived from it.
+SECRET: Final = "test-secret"
+AUDIT_KEY: Final = audit_key(SECRET)
+#: The actor of changes the tests make behind the API's back.
+TESTS: Final = Actor(name="tests")
 ADMIN_EMAIL: Final = "admin@example.com"
 ADMIN_PASSWORD: Final = "correct horse battery staple"
 T0: Final = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -95,10 +102,13 @@ async def seed(uow_factory: UnitOfWorkFactory, clock: FakeClock) -> Seeded:
         uow_factory,
         clock,
         PlainPasswordHasher(),
+        audit_key=AUDIT_KEY,
         admin_email=ADMIN_EMAIL,
         admin_password=ADMIN_PASSWORD,
     )
-    created = await services.create_api_key(uow_factory, clock, email=ADMIN_EMAIL, name="tests")
+    created = await accounts.create_api_key(
+        uow_factory, clock, AUDIT_KEY, TESTS, email=ADMIN_EMAIL, name="tests"
+    )
     events: list[TaskEvent] = []
     for minute, (task_id, name, queue, worker, final) in enumerate(TASKS):
         sent = {"name": name, "queue": queue, "args": [minute], "kwargs": {"n": minute}}

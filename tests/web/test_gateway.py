@@ -21,7 +21,18 @@ from z4j_web import services
 from z4j_web.app import create_app
 from z4j_web.runtime import EXTENSION_KEY, Runtime
 
-from .support import Backend, FakeAgent, Seeded, bearer, closed_with, connected, event, runtime_of
+from .support import (
+    SECRET,
+    TESTS,
+    Backend,
+    FakeAgent,
+    Seeded,
+    bearer,
+    closed_with,
+    connected,
+    event,
+    runtime_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -193,7 +204,9 @@ async def test_unknown_or_revoked_token_is_refused_with_401(
     test_app: Any,
 ) -> None:
     """No token, a wrong one or a revoked one: HTTP 401 before the upgrade, logged and counted."""
-    await services.revoke_agent(backend.uow_factory, clock, project_slug="default", name="workers")
+    await services.revoke_agent(
+        backend.uow_factory, clock, SECRET, TESTS, project_slug="default", name="workers"
+    )
     with caplog.at_level(logging.WARNING, logger="z4j.gateway"):
         for headers in ({}, bearer("z4ja_nope"), bearer(minted.token), {"Authorization": "x"}):
             with pytest.raises(WebsocketResponseError) as info:
@@ -384,7 +397,7 @@ async def test_a_revoked_agent_is_disconnected_at_its_next_heartbeat_check(
     """Revoking a connected agent closes its socket (4401) within the re-check interval."""
     async with connected(client, minted.token, agent) as ws:
         await services.revoke_agent(
-            backend.uow_factory, clock, project_slug="default", name="workers"
+            backend.uow_factory, clock, SECRET, TESTS, project_slug="default", name="workers"
         )
         await ws.send(agent.heartbeat())  # within the interval: still served
         await ws.send(agent.events(1, []))

@@ -13,10 +13,10 @@ from z4j_domain.errors import InvalidInput, NotFound
 from z4j_domain.projects import DEFAULT_PROJECT_SLUG
 from z4j_domain.testing import FakeClock, PlainPasswordHasher
 from z4j_domain.users import hash_secret
-from z4j_web import services
+from z4j_web import accounts, services
 from z4j_web.errors import SetupAlreadyDone, SetupTokenInvalid
 
-from .support import ADMIN_EMAIL, ADMIN_PASSWORD, Backend
+from .support import ADMIN_EMAIL, ADMIN_PASSWORD, AUDIT_KEY, TESTS, Backend
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +25,7 @@ HASHER = PlainPasswordHasher()
 
 async def issue_token(backend: Backend, clock: FakeClock) -> str:
     """Run first-boot bootstrap without admin settings and return the setup token."""
-    result = await services.bootstrap(backend.uow_factory, clock, HASHER)
+    result = await services.bootstrap(backend.uow_factory, clock, HASHER, audit_key=AUDIT_KEY)
     assert result.setup_token is not None
     return result.setup_token
 
@@ -54,7 +54,7 @@ async def test_bootstrap_issues_a_token_and_stores_only_its_hash(
     backend: Backend, clock: FakeClock
 ) -> None:
     """Without admin settings, first boot stores the token's hash and expiry, not the token."""
-    result = await services.bootstrap(backend.uow_factory, clock, HASHER)
+    result = await services.bootstrap(backend.uow_factory, clock, HASHER, audit_key=AUDIT_KEY)
     assert result.setup_token
     assert result.expires_at == clock.now() + timedelta(hours=1)
     async with backend.uow_factory() as uow:
@@ -79,7 +79,12 @@ async def test_bootstrap_with_admin_settings_creates_admin_and_project(
 ) -> None:
     """With the bootstrap-admin settings, first boot creates the admin and the default project."""
     result = await services.bootstrap(
-        backend.uow_factory, clock, HASHER, admin_email="Root@Example.COM", admin_password="x" * 12
+        backend.uow_factory,
+        clock,
+        HASHER,
+        audit_key=AUDIT_KEY,
+        admin_email="Root@Example.COM",
+        admin_password="x" * 12,
     )
     assert result.admin is not None
     assert result.setup_token is None
@@ -98,12 +103,22 @@ async def test_bootstrap_does_nothing_once_a_user_exists(
 ) -> None:
     """Later boots neither issue tokens nor create users."""
     await services.bootstrap(
-        backend.uow_factory, clock, HASHER, admin_email=ADMIN_EMAIL, admin_password=ADMIN_PASSWORD
+        backend.uow_factory,
+        clock,
+        HASHER,
+        audit_key=AUDIT_KEY,
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,
     )
-    again = await services.bootstrap(backend.uow_factory, clock, HASHER)
+    again = await services.bootstrap(backend.uow_factory, clock, HASHER, audit_key=AUDIT_KEY)
     assert again.already_set_up
     other = await services.bootstrap(
-        backend.uow_factory, clock, HASHER, admin_email="b@example.com", admin_password="y" * 12
+        backend.uow_factory,
+        clock,
+        HASHER,
+        audit_key=AUDIT_KEY,
+        admin_email="b@example.com",
+        admin_password="y" * 12,
     )
     assert other.already_set_up
     assert await users(backend) == 1
@@ -123,7 +138,12 @@ async def test_bootstrap_refuses_bad_admin_settings(
     """A short password, a bad email or half the settings are refused, creating nothing."""
     with pytest.raises(InvalidInput, match=message):
         await services.bootstrap(
-            backend.uow_factory, clock, HASHER, admin_email=email, admin_password=password
+            backend.uow_factory,
+            clock,
+            HASHER,
+            audit_key=AUDIT_KEY,
+            admin_email=email,
+            admin_password=password,
         )
     assert await users(backend) == 0
 
@@ -211,7 +231,13 @@ async def test_a_second_use_of_the_token_fails_even_before_the_page_knows(
     """The service itself refuses a token that was used, whatever the page showed."""
     token = await issue_token(backend, clock)
     await services.complete_setup(
-        backend.uow_factory, clock, HASHER, token=token, email=ADMIN_EMAIL, password=ADMIN_PASSWORD
+        backend.uow_factory,
+        clock,
+        HASHER,
+        token=token,
+        email=ADMIN_EMAIL,
+        password=ADMIN_PASSWORD,
+        audit_key=AUDIT_KEY,
     )
     with pytest.raises((SetupAlreadyDone, SetupTokenInvalid)):
         await services.complete_setup(
@@ -221,6 +247,7 @@ async def test_a_second_use_of_the_token_fails_even_before_the_page_knows(
             token=token,
             email="other@example.com",
             password=ADMIN_PASSWORD,
+            audit_key=AUDIT_KEY,
         )
     assert await users(backend) == 1
 
@@ -300,10 +327,15 @@ async def test_api_keys_are_returned_once_and_stored_hashed(
 ) -> None:
     """A key starts with z4j_, is stored as its hash with a short prefix, and authenticates."""
     await services.bootstrap(
-        backend.uow_factory, clock, HASHER, admin_email=ADMIN_EMAIL, admin_password=ADMIN_PASSWORD
+        backend.uow_factory,
+        clock,
+        HASHER,
+        audit_key=AUDIT_KEY,
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,
     )
-    created = await services.create_api_key(
-        backend.uow_factory, clock, email="ADMIN@example.com", name=" ci "
+    created = await accounts.create_api_key(
+        backend.uow_factory, clock, AUDIT_KEY, TESTS, email="ADMIN@example.com", name=" ci "
     )
     assert created.key.startswith("z4j_")
     assert len(created.key) > 40
@@ -312,7 +344,7 @@ async def test_api_keys_are_returned_once_and_stored_hashed(
     assert created.key.startswith(created.api_key.prefix)
     assert len(created.api_key.prefix) < 16
     assert created.key not in repr(created)
-    principal = await services.authenticate(backend.uow_factory, clock, created.key)
+    principal = await accounts.authenticate_key(backend.uow_factory, clock, created.key)
     assert principal.user.email == ADMIN_EMAIL
 
 
@@ -337,10 +369,17 @@ async def test_api_key_creation_refuses_bad_input(
 ) -> None:
     """Unknown users and bad names are refused with a clear message."""
     await services.bootstrap(
-        backend.uow_factory, clock, HASHER, admin_email=ADMIN_EMAIL, admin_password=ADMIN_PASSWORD
+        backend.uow_factory,
+        clock,
+        HASHER,
+        audit_key=AUDIT_KEY,
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,
     )
     with pytest.raises(error, match=message):
-        await services.create_api_key(backend.uow_factory, clock, email=email, name=name)
+        await accounts.create_api_key(
+            backend.uow_factory, clock, AUDIT_KEY, TESTS, email=email, name=name
+        )
 
 
 async def test_concurrent_uses_of_the_token_create_one_admin(
@@ -358,6 +397,7 @@ async def test_concurrent_uses_of_the_token_create_one_admin(
                 token=token,
                 email=email,
                 password=ADMIN_PASSWORD,
+                audit_key=AUDIT_KEY,
             )
         except Exception as error:  # collected and checked below
             return error
