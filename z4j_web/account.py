@@ -159,6 +159,7 @@ async def login() -> Any:
         source_ip=request.remote_addr,
         user_agent=request.headers.get("User-Agent"),
         lifetime=runtime.settings.session_lifetime,
+        idle=runtime.settings.session_idle,
     )
     response = jsonify(
         {

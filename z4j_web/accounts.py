@@ -272,6 +272,7 @@ async def login(
     source_ip: str | None,
     user_agent: str | None,
     lifetime: timedelta,
+    idle: timedelta,
 ) -> NewSession:
     """Check the password and open a session; failures are audited and rate limited.
 
@@ -306,6 +307,8 @@ async def login(
         raise AuthenticationFailed(_WRONG_LOGIN)
     token = new_token(prefix=SESSION_TOKEN_PREFIX)
     async with audited(uow_factory, audit_key) as work:
+        # Housekeeping where sessions are made: ended ones are never used again.
+        await work.uow.sessions.delete_expired(now, now - idle)
         session = await work.uow.sessions.create(
             user_id=user.id,
             token_hash=hash_secret(token),
