@@ -22,6 +22,7 @@ from z4j_web.auth import (
     clear_session_cookie,
     current_actor,
     current_principal,
+    refuse_cross_site,
     require_login,
     set_session_cookie,
 )
@@ -145,6 +146,7 @@ def audit_page_to_dict(page: Any, slugs: dict[int, str]) -> dict[str, Any]:
 @blueprint.post("/auth/login")
 async def login() -> Any:
     """Log in with email and password: sets the session cookie, returns the CSRF token."""
+    refuse_cross_site()
     body = await json_object(
         {"email": str, "password": str}, required=frozenset({"email", "password"})
     )
@@ -394,6 +396,7 @@ async def lookup_invitation() -> Any:
 @blueprint.post("/invitations/accept")
 async def accept_invitation() -> Any:
     """Accept an invitation: creates the account (send "password") or adds the membership."""
+    refuse_cross_site()
     body = await json_object({"token": str, "password": str}, required=frozenset({"token"}))
     runtime = current_runtime()
     accepted = await accounts.accept_invitation(

@@ -15,6 +15,7 @@ import functools
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 from quart import Response, g, request
 
@@ -32,6 +33,8 @@ __all__ = [
     "current_access",
     "current_actor",
     "current_principal",
+    "is_cross_site",
+    "refuse_cross_site",
     "require",
     "require_login",
     "set_session_cookie",
@@ -139,6 +142,29 @@ def current_access() -> Access:
 def current_actor() -> Actor:
     """The audit log's actor for the current request."""
     return current_principal().actor(request.remote_addr)
+
+
+def is_cross_site(headers: Any, host: str) -> bool:
+    """Whether a browser sent the request from a page of another origin.
+
+    Browsers send ``Origin`` on cross-origin requests (and on all POSTs and
+    WebSocket handshakes); scripts usually send none, which passes.
+    """
+    origin = headers.get("Origin")
+    if not origin or origin == "null":
+        return bool(origin)
+    return urlsplit(origin).netloc.lower() != host.lower()
+
+
+def refuse_cross_site() -> None:
+    """Refuse a cookie-setting or account-creating request from another site's page.
+
+    Login and invitation acceptance need no session, so no CSRF token can
+    protect them; a page elsewhere must still not log a browser into an
+    account of the attacker's choosing.
+    """
+    if is_cross_site(request.headers, request.host):
+        raise CsrfRejected("cross-site request refused: use this server's own pages")
 
 
 def _secure() -> bool:

@@ -19,7 +19,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, websocket
 
@@ -30,7 +29,7 @@ from z4j_domain.tasks import Task
 from z4j_domain.workers import Worker
 from z4j_infra.errors import StorageError
 from z4j_web import accounts
-from z4j_web.auth import authenticate
+from z4j_web.auth import authenticate, is_cross_site
 from z4j_web.errors import AuthenticationFailed, PermissionDenied
 from z4j_web.runtime import current_runtime
 
@@ -113,15 +112,6 @@ def _credentials() -> tuple[dict[str, str], dict[str, str]]:
     return headers, dict(websocket.cookies)
 
 
-def _cross_site() -> bool:
-    # A page on another site could open a socket riding the browser's cookie:
-    # for cookie-authenticated sockets the Origin must be this server.
-    origin = websocket.headers.get("Origin")
-    if not origin:
-        return False
-    return urlsplit(origin).netloc.lower() != websocket.host.lower()
-
-
 def _refuse(status: int, message: str) -> Response:
     response = Response(
         json.dumps(
@@ -142,7 +132,7 @@ async def dashboard_socket() -> Response | None:
     headers, cookies = _credentials()
     try:
         principal = await authenticate(runtime, headers, cookies, "GET")
-        if principal.session is not None and _cross_site():
+        if principal.session is not None and is_cross_site(websocket.headers, websocket.host):
             return _refuse(403, "cross-site WebSocket refused: open it from this server's pages")
         async with runtime.uow() as uow:
             granted = await accounts.access(

@@ -9,6 +9,7 @@ from quart import Blueprint, render_template, request
 
 from z4j_domain.errors import InvalidInput
 from z4j_web import accounts, services
+from z4j_web.auth import refuse_cross_site
 from z4j_web.runtime import current_runtime
 
 __all__ = ["blueprint"]
@@ -101,6 +102,7 @@ async def invite_form() -> Any:
 @blueprint.post("/invite")
 async def invite_submit() -> Any:
     """Accept an invitation: create the account, or add the project to an existing one."""
+    refuse_cross_site()
     runtime = current_runtime()
     form = await request.form
     token = form.get("token", "")

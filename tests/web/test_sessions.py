@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 import pytest
+from quart.testing.connections import WebsocketResponseError
 from quart.typing import TestClientProtocol as Client
 
 from z4j_domain.audit import AuditQuery
@@ -232,3 +233,29 @@ async def test_api_keys_are_listed_created_and_revoked_by_their_owner(
     # Another user's key id, or one that does not exist, is not found.
     missing = await client.delete("/api/v1/auth/api-keys/999999", headers={CSRF_HEADER: csrf})
     assert missing.status_code == 404
+
+
+async def test_other_sites_cannot_log_a_browser_in(client: Client, seeded: Seeded) -> None:
+    """A login posted from another origin's page is refused; the same origin and scripts pass."""
+    foreign = await login(client, headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    assert "Set-Cookie" not in foreign.headers
+    sandboxed = await login(client, headers={"Origin": "null"})
+    assert sandboxed.status_code == 403
+    same = await login(client, headers={"Origin": "http://localhost"})
+    assert same.status_code == 200
+
+
+async def test_the_dashboard_socket_takes_the_session_cookie_from_its_own_origin(
+    client: Client, seeded: Seeded
+) -> None:
+    """A logged-in browser opens the live socket; a page of another origin cannot."""
+    await logged_in(client)
+    async with client.websocket("/ws/dashboard?project=default") as ws:
+        await ws.send("hello")
+    with pytest.raises(WebsocketResponseError) as refused:
+        async with client.websocket(
+            "/ws/dashboard?project=default", headers={"Origin": "https://evil.example"}
+        ) as ws:
+            await ws.send("hello")
+    assert refused.value.response.status_code == 403
