@@ -1,4 +1,4 @@
-"""RBAC over the API: every role against every project endpoint, keys bound and capped, 401/403/404."""
+"""RBAC over the API: each role against each project endpoint, bound and capped keys."""
 
 from __future__ import annotations
 
@@ -117,7 +117,9 @@ async def keys(seeded: Seeded, backend: Backend, clock: FakeClock) -> dict[str, 
     """An API key per role of the default project, an instance admin's, and an outsider's."""
     result = {"instance-admin": seeded.key}
     for role in Role:
-        result[role.value] = await add_user(backend, clock, f"{role.value}-member@example.com", role)
+        result[role.value] = await add_user(
+            backend, clock, f"{role.value}-member@example.com", role
+        )
     result["outsider"] = await add_user(backend, clock, "outsider@example.com", None)
     await add_user(backend, clock, "bystander@example.com", Role.VIEWER)
     return result
@@ -255,7 +257,9 @@ async def test_the_last_admin_cannot_be_demoted_or_removed(
     )
     assert demoted.status_code == 409
     assert "last admin" in (await demoted.get_json())["error"]["message"]
-    assert (await client.delete(f"{P}/members/admin-member@example.com", headers=admin)).status_code == 409
+    assert (
+        await client.delete(f"{P}/members/admin-member@example.com", headers=admin)
+    ).status_code == 409
 
 
 async def test_member_endpoints_refuse_bad_input(client: Client, keys: dict[str, str]) -> None:
@@ -272,7 +276,9 @@ async def test_member_endpoints_refuse_bad_input(client: Client, keys: dict[str,
     assert unknown.status_code == 404
     assert "invite them" in (await unknown.get_json())["error"]["message"]
     for body in (None, [], {"role": 3}, {"role": "viewer", "extra": 1}):
-        response = await client.put(f"{P}/members/viewer-member@example.com", headers=admin, json=body)
+        response = await client.put(
+            f"{P}/members/viewer-member@example.com", headers=admin, json=body
+        )
         assert response.status_code == 400, body
 
 

@@ -14,7 +14,7 @@ from z4j_domain.testing import FakeClock
 from z4j_web import accounts, auditing
 from z4j_web.auth import CSRF_HEADER, SESSION_COOKIE
 
-from .support import ADMIN_EMAIL, ADMIN_PASSWORD, AUDIT_KEY, Backend, Seeded, bearer
+from .support import ADMIN_EMAIL, ADMIN_PASSWORD, Backend, Seeded, bearer
 
 pytestmark = pytest.mark.anyio
 
