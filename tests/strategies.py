@@ -8,11 +8,20 @@ order-dependent fold would show itself.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from ipaddress import IPv4Address
 from typing import Any, Final
 
 from hypothesis import strategies as st
 
+from z4j_domain.audit import (
+    AuditEntry,
+    AuditRecord,
+    ChainHead,
+    audit_key,
+    chain_entry,
+    genesis_head,
+)
 from z4j_domain.tasks import EventKind, TaskEvent
 
 BASE_TIME = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -455,3 +464,103 @@ odd_values: st.SearchStrategy[Any] = st.recursive(
     ),
     max_leaves=12,
 )
+
+
+# --- Audit log (z4j_domain.audit) ---------------------------------------------
+#
+# Keys come from audit_key, as in production: always 32 bytes, so two keys that
+# differ are different HMAC keys (raw short keys are zero-padded by HMAC, which
+# would make b"k" and b"k\x00" the same key).
+
+#: Audit chain keys, derived from instance secrets.
+audit_keys = st.text(max_size=12).map(audit_key)
+
+#: Two different audit chain keys.
+two_audit_keys = st.lists(st.text(max_size=12), min_size=2, max_size=2, unique=True).map(
+    lambda secrets: (audit_key(secrets[0]), audit_key(secrets[1]))
+)
+
+_WORD = st.builds(
+    str.__add__,
+    st.sampled_from("abcdefghijklmnopqrstuvwxyz"),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", max_size=5),
+)
+
+#: Valid audit actions: dotted lower-case words, some of them real ones.
+audit_actions = st.one_of(
+    st.sampled_from(
+        ["auth.login", "auth.login_failed", "auth.logout", "tasks.retry", "members.role_changed"]
+    ),
+    st.lists(_WORD, min_size=2, max_size=4).map(".".join),
+)
+
+#: Text an audit record accepts in actor, target and source_ip: any unicode but NUL.
+audit_texts = st.text(
+    st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=16
+)
+
+#: Aware datetimes at fixed offsets from UTC (whole and odd minutes), microseconds included.
+aware_datetimes = st.datetimes(
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.integers(min_value=-14 * 60, max_value=14 * 60).map(
+        lambda minutes: timezone(timedelta(minutes=minutes))
+    ),
+)
+
+_UNICODE = st.text(alphabet="azoë€日本語🙂\u200b\u202e", max_size=6)
+
+#: Audit details: small JSON objects with unicode keys and values, a little nesting.
+audit_details = st.dictionaries(
+    st.one_of(st.sampled_from(["through_seq", "role", "reason"]), _UNICODE),
+    st.one_of(
+        json_scalars,
+        _UNICODE,
+        st.lists(json_scalars, max_size=2),
+        st.dictionaries(_UNICODE, json_scalars, max_size=2),
+    ),
+    max_size=3,
+)
+
+
+#: Source IPs: a few of both families, and any IPv4 (st.ip_addresses is slow to draw).
+audit_ips = st.one_of(
+    st.sampled_from(["127.0.0.1", "::1", "2001:db8::7", "203.0.113.9"]),
+    st.integers(min_value=0, max_value=2**32 - 1).map(lambda n: str(IPv4Address(n))),
+)
+
+#: Valid audit records with a random selection of optional fields (strategies built once:
+#: building them per draw costs more than drawing).
+audit_records: st.SearchStrategy[AuditRecord] = st.builds(
+    AuditRecord,
+    action=audit_actions,
+    actor=st.one_of(st.sampled_from(["alice@example.com", "cli:bob", "system"]), audit_texts),
+    at=aware_datetimes,
+    actor_id=_maybe(st.integers(min_value=1, max_value=2**31)),
+    target=_maybe(st.one_of(st.sampled_from(["task:abc", "agent:w1"]), audit_texts)),
+    project_id=_maybe(st.integers(min_value=1, max_value=50)),
+    source_ip=_maybe(audit_ips),
+    details=audit_details,
+)
+
+
+def build_audit_chain(
+    key: bytes, records: list[AuditRecord], head: ChainHead | None = None
+) -> tuple[list[AuditEntry], ChainHead]:
+    """The entries appending ``records`` after ``head`` (``None``: empty chain), and the head."""
+    head = head or genesis_head()
+    entries: list[AuditEntry] = []
+    for record in records:
+        entry, head = chain_entry(key, head, record)
+        entries.append(entry)
+    return entries, head
+
+
+@st.composite
+def audit_chains(
+    draw: st.DrawFn, key: bytes, *, min_size: int = 0, max_size: int = 4
+) -> tuple[list[AuditEntry], ChainHead]:
+    """A valid chain of ``key`` (entries from sequence number 1) and its signed head."""
+    return build_audit_chain(
+        key, draw(st.lists(audit_records, min_size=min_size, max_size=max_size))
+    )

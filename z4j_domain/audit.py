@@ -67,21 +67,65 @@ def _mac(key: bytes, document: Mapping[str, Any]) -> str:
     return hmac.new(key, canonical_json(document), hashlib.sha256).hexdigest()
 
 
+def _same(found: object, expected: str) -> bool:
+    """Whether a stored MAC or signature equals ``expected``, in constant time.
+
+    What was stored may have been tampered with: anything but ASCII text (which
+    ``hmac.compare_digest`` refuses to compare as str) is compared as UTF-8 bytes,
+    and a value that is not text at all is simply different.
+    """
+    if not isinstance(found, str):
+        return False
+    return hmac.compare_digest(
+        found.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
+def _signed(key: bytes, signature: object, document: Mapping[str, Any]) -> bool:
+    """Whether ``signature`` is ``key``'s MAC of ``document`` (a tampered document that
+    cannot even be encoded is not)."""
+    try:
+        expected = _mac(key, document)
+    except (TypeError, ValueError):
+        return False
+    return _same(signature, expected)
+
+
 def _action(_instance: Any, _attribute: Any, value: str) -> None:
-    if not isinstance(value, str) or not _ACTION.match(value) or len(value) > 100:
+    if not isinstance(value, str) or len(value) > 100 or not _ACTION.fullmatch(value):
         raise InvalidInput(f"invalid audit action {value!r}: use dotted lower-case words")
 
 
 def _text(_instance: Any, attribute: Any, value: Any) -> None:
     if value is None and attribute.name != "actor":
         return
-    if not isinstance(value, str) or len(value) > _MAX_TEXT or "\x00" in value:
+    if (
+        not isinstance(value, str)
+        or len(value) > _MAX_TEXT
+        or "\x00" in value
+        or _unencodable(value)
+    ):
         raise InvalidInput(f"invalid audit {attribute.name} {value!r}")
 
 
+def _unencodable(value: str) -> bool:
+    """Whether ``value`` holds a lone surrogate (a JSON escape can carry one): no UTF-8 for it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _details(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is not None and not isinstance(value, Mapping):
+        raise InvalidInput(f"audit details must be a mapping, got {type(value).__name__}")
     details = storable_json(dict(value or {}))
-    if len(canonical_json(details)) > MAX_DETAILS_BYTES:
+    try:
+        size = len(canonical_json(details))
+    except UnicodeEncodeError:
+        raise InvalidInput("audit details hold text that is not valid unicode") from None
+    if size > MAX_DETAILS_BYTES:
         raise InvalidInput(f"audit details are limited to {MAX_DETAILS_BYTES} bytes")
     return details  # type: ignore[no-any-return]
 
@@ -155,11 +199,15 @@ class ChainHead:
         """Whether the signature is right (the genesis head needs none)."""
         if self.seq == 0 and self.mac == GENESIS_MAC:
             return True
-        return hmac.compare_digest(self.signature, _head_signature(key, self.seq, self.mac))
+        return _signed(key, self.signature, _head_document(self.seq, self.mac))
+
+
+def _head_document(seq: int, mac: str) -> dict[str, Any]:
+    return {"v": _VERSION, "head": seq, "mac": mac}
 
 
 def _head_signature(key: bytes, seq: int, mac: str) -> str:
-    return _mac(key, {"v": _VERSION, "head": seq, "mac": mac})
+    return _mac(key, _head_document(seq, mac))
 
 
 def genesis_head() -> ChainHead:
@@ -199,7 +247,7 @@ class Checkpoint:
 
     def is_authentic(self, key: bytes) -> bool:
         """Whether the signature is right."""
-        return hmac.compare_digest(self.signature, _mac(key, self._document()))
+        return _signed(key, self.signature, self._document())
 
 
 def make_checkpoint(key: bytes, last_pruned: AuditEntry, at: datetime, pruned: int) -> Checkpoint:
@@ -295,9 +343,9 @@ class ChainVerifier:
             return f"{missing} missing: the next entry found is {entry.seq} (deleted or pruned)"
         if entry.seq < seq:
             return f"entry {seq} expected, found {entry.seq} again or out of order (inserted?)"
-        if not hmac.compare_digest(entry.prev_mac, self._mac):
+        if not _same(entry.prev_mac, self._mac):
             return f"entry {seq} does not follow entry {seq - 1} (reordered, inserted or replaced)"
-        if not hmac.compare_digest(entry.mac, entry.expected_mac(self._key)):
+        if not _same(entry.mac, entry.expected_mac(self._key)):
             return f"entry {seq} was changed after it was written (its MAC does not match)"
         return None
 
@@ -312,7 +360,7 @@ class ChainVerifier:
                     seq=head.seq,
                     reason="the chain head is not signed with this instance's key",
                 )
-            elif head.seq != last or not hmac.compare_digest(head.mac, self._mac):
+            elif head.seq != last or not _same(head.mac, self._mac):
                 missing = (
                     f"entry {head.seq} is"
                     if head.seq == last + 1

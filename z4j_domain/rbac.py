@@ -140,8 +140,12 @@ class Grant:
 
     @property
     def effective_role(self) -> Role | None:
-        """The user's role in the project before any cap (``None``: no access)."""
-        return Role.ADMIN if self.instance_admin else self.role
+        """The user's role in the project before any cap (``None``: no access).
+
+        A value that is not a known role counts as none: deny by default, so
+        it does not even make the project visible.
+        """
+        return Role.ADMIN if self.instance_admin else _role(self.role)
 
     @property
     def can_see(self) -> bool:
