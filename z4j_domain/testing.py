@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
 import attrs
 
+from z4j_domain.audit import (
+    AuditEntry,
+    AuditPage,
+    AuditQuery,
+    ChainHead,
+    Checkpoint,
+    genesis_head,
+)
 from z4j_domain.errors import Conflict
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskCursor, TaskPage, TaskQuery
+from z4j_domain.rbac import Membership, Role
 from z4j_domain.tasks import Task, TaskEvent, apply
-from z4j_domain.users import Agent, ApiKey, User
+from z4j_domain.users import Agent, ApiKey, Invitation, Session, User
 from z4j_domain.workers import Worker
 
 __all__ = [
@@ -70,10 +79,22 @@ class _State:
     api_keys: dict[int, ApiKey] = attrs.Factory(dict)
     agents: dict[int, Agent] = attrs.Factory(dict)
     settings: dict[str, Any] = attrs.Factory(dict)
+    memberships: dict[tuple[int, int], Membership] = attrs.Factory(dict)
+    invitations: dict[int, Invitation] = attrs.Factory(dict)
+    sessions: dict[int, Session] = attrs.Factory(dict)
+    audit_entries: dict[int, AuditEntry] = attrs.Factory(dict)
+    audit_checkpoints: dict[int, Checkpoint] = attrs.Factory(dict)
+    audit_head: ChainHead = attrs.Factory(genesis_head)
+    #: Bumped by each commit that wrote to the audit log.
+    audit_version: int = 0
 
     def copy(self) -> _State:
         # Stored values are frozen, so copying the containers isolates a transaction.
-        return _State(**{f.name: dict(getattr(self, f.name)) for f in attrs.fields(_State)})
+        return _State(**{f.name: _copied(getattr(self, f.name)) for f in attrs.fields(_State)})
+
+
+def _copied(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else value
 
 
 @attrs.define
@@ -229,6 +250,14 @@ class InMemoryUserRepository(_Repository):
     async def get_by_email(self, email: str) -> User | None:
         return next((u for u in self._state.users.values() if u.email == email), None)
 
+    async def list(self) -> Sequence[User]:
+        return sorted(self._state.users.values(), key=lambda u: u.email)
+
+    async def set_password(self, user_id: int, password_hash: str) -> None:
+        user = self._state.users.get(user_id)
+        if user is not None:
+            self._state.users[user_id] = attrs.evolve(user, password_hash=password_hash)
+
     async def count(self) -> int:
         return len(self._state.users)
 
@@ -237,10 +266,22 @@ class InMemoryApiKeyRepository(_Repository):
     """:class:`~z4j_domain.ports.ApiKeyRepository` over a dict."""
 
     async def create(
-        self, *, user_id: int, name: str, key_hash: str, prefix: str, created_at: datetime
+        self,
+        *,
+        user_id: int,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        created_at: datetime,
+        project_id: int | None = None,
+        role: Role | None = None,
     ) -> ApiKey:
         if user_id not in self._state.users:
             raise Conflict(f"no user with id {user_id}")
+        if project_id is not None and project_id not in self._state.projects:
+            raise Conflict(f"no project with id {project_id}")
+        if await self.get_by_hash(key_hash) is not None:
+            raise Conflict("an API key with this hash already exists")
         key = ApiKey(
             id=self._uow.store.next_id(),
             user_id=user_id,
@@ -248,12 +289,30 @@ class InMemoryApiKeyRepository(_Repository):
             key_hash=key_hash,
             prefix=prefix,
             created_at=created_at,
+            project_id=project_id,
+            role=role,
         )
         self._state.api_keys[key.id] = key
         return key
 
+    async def get(self, key_id: int) -> ApiKey | None:
+        return self._state.api_keys.get(key_id)
+
     async def get_by_hash(self, key_hash: str) -> ApiKey | None:
         return next((k for k in self._state.api_keys.values() if k.key_hash == key_hash), None)
+
+    async def list_for_user(self, user_id: int) -> Sequence[ApiKey]:
+        return sorted(
+            (k for k in self._state.api_keys.values() if k.user_id == user_id),
+            key=lambda k: (k.created_at, k.id),
+        )
+
+    async def revoke(self, key_id: int, at: datetime) -> bool:
+        key = self._state.api_keys.get(key_id)
+        if key is None or key.revoked_at is not None:
+            return False
+        self._state.api_keys[key_id] = attrs.evolve(key, revoked_at=at)
+        return True
 
     async def touch(self, key_id: int, at: datetime) -> None:
         key = self._state.api_keys.get(key_id)
@@ -340,6 +399,262 @@ class InMemorySettingRepository(_Repository):
         return self._state.settings.pop(key, None) is not None
 
 
+class InMemoryMembershipRepository(_Repository):
+    """:class:`~z4j_domain.ports.MembershipRepository` over a dict."""
+
+    async def get(self, project_id: int, user_id: int) -> Membership | None:
+        return self._state.memberships.get((project_id, user_id))
+
+    async def set(self, project_id: int, user_id: int, role: Role, at: datetime) -> Membership:
+        if project_id not in self._state.projects:
+            raise Conflict(f"no project with id {project_id}")
+        if user_id not in self._state.users:
+            raise Conflict(f"no user with id {user_id}")
+        before = self._state.memberships.get((project_id, user_id))
+        membership = Membership(
+            project_id=project_id,
+            user_id=user_id,
+            role=role,
+            created_at=at if before is None else before.created_at,
+        )
+        self._state.memberships[(project_id, user_id)] = membership
+        return membership
+
+    async def remove(self, project_id: int, user_id: int) -> bool:
+        return self._state.memberships.pop((project_id, user_id), None) is not None
+
+    async def list_for_project(self, project_id: int) -> Sequence[Membership]:
+        return sorted(
+            (m for (pid, _), m in self._state.memberships.items() if pid == project_id),
+            key=lambda m: m.user_id,
+        )
+
+    async def list_for_user(self, user_id: int) -> Sequence[Membership]:
+        return sorted(
+            (m for (_, uid), m in self._state.memberships.items() if uid == user_id),
+            key=lambda m: m.project_id,
+        )
+
+    async def count_role(self, project_id: int, role: Role) -> int:
+        return sum(
+            1
+            for (pid, _), m in self._state.memberships.items()
+            if pid == project_id and m.role is role
+        )
+
+
+class InMemoryInvitationRepository(_Repository):
+    """:class:`~z4j_domain.ports.InvitationRepository` over a dict."""
+
+    async def create(
+        self,
+        *,
+        project_id: int,
+        email: str,
+        role: Role,
+        token_hash: str,
+        invited_by: int | None,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> Invitation:
+        if project_id not in self._state.projects:
+            raise Conflict(f"no project with id {project_id}")
+        if invited_by is not None and invited_by not in self._state.users:
+            raise Conflict(f"no user with id {invited_by}")
+        if await self.get_by_token_hash(token_hash) is not None:
+            raise Conflict("an invitation with this token hash already exists")
+        invitation = Invitation(
+            id=self._uow.store.next_id(),
+            project_id=project_id,
+            email=email,
+            role=role,
+            token_hash=token_hash,
+            invited_by=invited_by,
+            created_at=created_at,
+            expires_at=expires_at,
+        )
+        self._state.invitations[invitation.id] = invitation
+        return invitation
+
+    async def get(self, invitation_id: int) -> Invitation | None:
+        return self._state.invitations.get(invitation_id)
+
+    async def get_by_token_hash(self, token_hash: str) -> Invitation | None:
+        return next(
+            (i for i in self._state.invitations.values() if i.token_hash == token_hash), None
+        )
+
+    async def list(self, project_id: int) -> Sequence[Invitation]:
+        return sorted(
+            (i for i in self._state.invitations.values() if i.project_id == project_id),
+            key=lambda i: (i.created_at, i.id),
+            reverse=True,
+        )
+
+    def _open(self, invitation_id: int) -> Invitation | None:
+        """The invitation if it is neither accepted nor revoked (expired ones count as open)."""
+        invitation = self._state.invitations.get(invitation_id)
+        if invitation is None or invitation.accepted_at or invitation.revoked_at:
+            return None
+        return invitation
+
+    async def mark_accepted(self, invitation_id: int, user_id: int, at: datetime) -> bool:
+        if user_id not in self._state.users:
+            raise Conflict(f"no user with id {user_id}")
+        invitation = self._open(invitation_id)
+        if invitation is None:
+            return False
+        self._state.invitations[invitation_id] = attrs.evolve(
+            invitation, accepted_at=at, accepted_by=user_id
+        )
+        return True
+
+    async def revoke(self, invitation_id: int, at: datetime) -> bool:
+        invitation = self._open(invitation_id)
+        if invitation is None:
+            return False
+        self._state.invitations[invitation_id] = attrs.evolve(invitation, revoked_at=at)
+        return True
+
+
+class InMemorySessionRepository(_Repository):
+    """:class:`~z4j_domain.ports.SessionRepository` over a dict."""
+
+    async def create(
+        self,
+        *,
+        user_id: int,
+        token_hash: str,
+        created_at: datetime,
+        expires_at: datetime,
+        source_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> Session:
+        if user_id not in self._state.users:
+            raise Conflict(f"no user with id {user_id}")
+        if await self.get_by_token_hash(token_hash) is not None:
+            raise Conflict("a session with this token hash already exists")
+        session = Session(
+            id=self._uow.store.next_id(),
+            user_id=user_id,
+            token_hash=token_hash,
+            created_at=created_at,
+            last_seen_at=created_at,
+            expires_at=expires_at,
+            source_ip=source_ip,
+            user_agent=user_agent,
+        )
+        self._state.sessions[session.id] = session
+        return session
+
+    async def get_by_token_hash(self, token_hash: str) -> Session | None:
+        return next((s for s in self._state.sessions.values() if s.token_hash == token_hash), None)
+
+    async def touch(self, session_id: int, at: datetime) -> None:
+        session = self._state.sessions.get(session_id)
+        if session is not None:
+            self._state.sessions[session_id] = attrs.evolve(session, last_seen_at=at)
+
+    async def delete(self, session_id: int) -> bool:
+        return self._state.sessions.pop(session_id, None) is not None
+
+    async def delete_for_user(self, user_id: int, *, keep: int | None = None) -> int:
+        return self._delete_where(lambda s: s.user_id == user_id and s.id != keep)
+
+    async def delete_expired(self, now: datetime, idle_before: datetime) -> int:
+        return self._delete_where(lambda s: s.expires_at <= now or s.last_seen_at < idle_before)
+
+    def _delete_where(self, condition: Callable[[Session], bool]) -> int:
+        ended = [s.id for s in self._state.sessions.values() if condition(s)]
+        for session_id in ended:
+            del self._state.sessions[session_id]
+        return len(ended)
+
+
+class InMemoryAuditLogRepository(_Repository):
+    """:class:`~z4j_domain.ports.AuditLogRepository` over a dict.
+
+    The lock is optimistic: :meth:`lock_head` (and any write) reads the newest
+    committed chain, and a commit that wrote to the log fails with
+    :class:`Conflict` if another unit of work wrote to it meanwhile, so
+    interleaved appenders never silently drop each other's entries.
+    """
+
+    async def lock_head(self) -> ChainHead:
+        self._uow.lock_audit()
+        return self._state.audit_head
+
+    async def head(self) -> ChainHead:
+        return self._state.audit_head
+
+    async def append(self, entry: AuditEntry, head: ChainHead) -> None:
+        self._uow.lock_audit()
+        state = self._state
+        if entry.seq in state.audit_entries or any(
+            e.prev_mac == entry.prev_mac for e in state.audit_entries.values()
+        ):
+            raise Conflict(f"the audit log already has entry {entry.seq} or its predecessor's")
+        if (entry.seq - 1, entry.prev_mac) != (state.audit_head.seq, state.audit_head.mac):
+            raise Conflict(
+                f"audit entry {entry.seq} does not follow the head at {state.audit_head.seq}"
+            )
+        state.audit_entries[entry.seq] = entry
+        state.audit_head = head
+        self._uow.audit_written = True
+
+    async def entries(
+        self, *, after_seq: int, through_seq: int, limit: int
+    ) -> Sequence[AuditEntry]:
+        selected = sorted(
+            seq for seq in self._state.audit_entries if after_seq < seq <= through_seq
+        )
+        return [self._state.audit_entries[seq] for seq in selected[:limit]]
+
+    async def search(self, query: AuditQuery) -> AuditPage:
+        newest_first = sorted(self._state.audit_entries.items(), reverse=True)
+        selected = list(
+            itertools.islice((e for _, e in newest_first if query.matches(e)), query.limit + 1)
+        )
+        more = len(selected) > query.limit
+        items = selected[: query.limit]
+        return AuditPage(items=items, next_before=items[-1].seq if more else None)
+
+    async def count_recent(
+        self,
+        action: str,
+        since: datetime,
+        *,
+        target: str | None = None,
+        source_ip: str | None = None,
+    ) -> int:
+        return sum(
+            1
+            for e in self._state.audit_entries.values()
+            if e.record.action == action
+            and e.record.at >= since
+            and (target is None or e.record.target == target)
+            and (source_ip is None or e.record.source_ip == source_ip)
+        )
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        checkpoints = self._state.audit_checkpoints
+        return checkpoints[max(checkpoints)] if checkpoints else None
+
+    async def prune(self, checkpoint: Checkpoint) -> int:
+        self._uow.lock_audit()
+        self._uow.audit_written = True
+        entries = self._state.audit_entries
+        pruned = [seq for seq in entries if seq <= checkpoint.through_seq]
+        for seq in pruned:
+            del entries[seq]
+        # A repeated checkpoint keeps the first one: it is the one that counted the entries.
+        self._state.audit_checkpoints.setdefault(checkpoint.through_seq, checkpoint)
+        return len(pruned)
+
+
+_AUDIT_TABLES = ("audit_entries", "audit_checkpoints", "audit_head", "audit_version")
+
+
 class InMemoryUnitOfWork:
     """:class:`~z4j_domain.ports.UnitOfWork` over an :class:`InMemoryStore`.
 
@@ -349,6 +664,9 @@ class InMemoryUnitOfWork:
     def __init__(self, store: InMemoryStore) -> None:
         self.store = store
         self.state = store.state.copy()
+        self._audit_base: int | None = None
+        #: Whether this transaction appended to or pruned the audit log.
+        self.audit_written = False
         self.tasks = InMemoryTaskRepository(self)
         self.events = InMemoryTaskEventRepository(self)
         self.workers = InMemoryWorkerRepository(self)
@@ -357,9 +675,23 @@ class InMemoryUnitOfWork:
         self.api_keys = InMemoryApiKeyRepository(self)
         self.agents = InMemoryAgentRepository(self)
         self.settings = InMemorySettingRepository(self)
+        self.memberships = InMemoryMembershipRepository(self)
+        self.invitations = InMemoryInvitationRepository(self)
+        self.sessions = InMemorySessionRepository(self)
+        self.audit = InMemoryAuditLogRepository(self)
+
+    def lock_audit(self) -> None:
+        """Bring the audit log up to what is committed, once per transaction (see
+        :class:`InMemoryAuditLogRepository`)."""
+        if self._audit_base is not None:
+            return
+        committed = self.store.state
+        for name in _AUDIT_TABLES:
+            setattr(self.state, name, _copied(getattr(committed, name)))
+        self._audit_base = committed.audit_version
 
     async def __aenter__(self) -> Self:
-        self.state = self.store.state.copy()
+        self._reset()
         return self
 
     async def __aexit__(
@@ -371,8 +703,24 @@ class InMemoryUnitOfWork:
         await self.rollback()
 
     async def commit(self) -> None:
+        committed = self.store.state
+        if self.audit_written:
+            if committed.audit_version != self._audit_base:
+                self._reset()
+                raise Conflict("another unit of work wrote to the audit log meanwhile")
+            self.state.audit_version += 1
+        else:
+            # Publishing this transaction's stale copy of the log would undo
+            # what others appended meanwhile: only a writer of the log publishes it.
+            for name in _AUDIT_TABLES:
+                setattr(self.state, name, getattr(committed, name))
         self.store.state = self.state
-        self.state = self.store.state.copy()
+        self._reset()
 
     async def rollback(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.state = self.store.state.copy()
+        self._audit_base = None
+        self.audit_written = False

@@ -5,6 +5,7 @@ Importing this package does nothing but import: engines are created by
 from the shell's composition root.
 """
 
+from z4j_infra.audit import SqlAuditLogRepository
 from z4j_infra.clock import SystemClock
 from z4j_infra.database import Database
 from z4j_infra.errors import ConfigError, StorageError
@@ -13,7 +14,10 @@ from z4j_infra.passwords import Argon2PasswordHasher
 from z4j_infra.repositories import (
     SqlAgentRepository,
     SqlApiKeyRepository,
+    SqlInvitationRepository,
+    SqlMembershipRepository,
     SqlProjectRepository,
+    SqlSessionRepository,
     SqlSettingRepository,
     SqlTaskEventRepository,
     SqlTaskRepository,
@@ -31,7 +35,11 @@ __all__ = [
     "Settings",
     "SqlAgentRepository",
     "SqlApiKeyRepository",
+    "SqlAuditLogRepository",
+    "SqlInvitationRepository",
+    "SqlMembershipRepository",
     "SqlProjectRepository",
+    "SqlSessionRepository",
     "SqlSettingRepository",
     "SqlTaskEventRepository",
     "SqlTaskRepository",

@@ -29,8 +29,14 @@ __all__ = [
     "Timestamp",
     "agents",
     "api_keys",
+    "audit_checkpoints",
+    "audit_entries",
+    "audit_head",
+    "invitations",
+    "memberships",
     "metadata",
     "projects",
+    "sessions",
     "settings",
     "task_events",
     "tasks",
@@ -147,6 +153,14 @@ api_keys: Final = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("last_used_at", Timestamp, nullable=True),
     sa.Column("revoked_at", Timestamp, nullable=True),
+    # Added by migration 0004: the one project a key may act in, and its role cap.
+    sa.Column(
+        "project_id",
+        sa.Integer,
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    sa.Column("role", sa.String(16), nullable=True),
 )
 
 agents: Final = sa.Table(
@@ -168,6 +182,123 @@ agents: Final = sa.Table(
     # column (no agent could be minted before 0002), every insert sets a salt.
     sa.Column("secret_salt", sa.String(64), nullable=False, server_default=sa.text("''")),
     sa.UniqueConstraint("project_id", "name"),
+)
+
+memberships: Final = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column(
+        "project_id",
+        sa.Integer,
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+invitations: Final = sa.Table(
+    "invitations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "project_id",
+        sa.Integer,
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column(
+        "invited_by", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("accepted_at", Timestamp, nullable=True),
+    sa.Column(
+        "accepted_by", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.Index("ix_invitations_project", "project_id", "created_at"),
+)
+
+sessions: Final = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("last_seen_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("source_ip", sa.Text, nullable=True),
+    sa.Column("user_agent", sa.Text, nullable=True),
+)
+
+# The audit log. ``actor_id`` and ``project_id`` carry no foreign key: deleting
+# a user or project must not delete (or fail on) the history of what they did.
+# ``details`` is the canonical JSON text the entry's MAC covers, kept as TEXT
+# (not JSONB, which reorders keys and re-renders numbers) so it reads back as
+# exactly the document that was signed. Actions are compared in code-point
+# order (the C collation), so an action prefix is an index range.
+audit_entries: Final = sa.Table(
+    "audit_entries",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column(
+        "action",
+        sa.String(100).with_variant(sa.String(100, collation="C"), "postgresql"),
+        nullable=False,
+    ),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("actor_id", sa.Integer, nullable=True),
+    sa.Column("target", sa.Text, nullable=True),
+    sa.Column("project_id", sa.Integer, nullable=True),
+    sa.Column("source_ip", sa.Text, nullable=True),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),
+    # Unique: two entries after the same one would be a fork of the chain.
+    sa.Column("prev_mac", sa.String(64), nullable=False, unique=True),
+    sa.Column("mac", sa.String(64), nullable=False),
+    sa.Index("ix_audit_entries_project", "project_id", "seq"),
+    sa.Index("ix_audit_entries_action", "action", "at"),
+    sa.Index("ix_audit_entries_target", "target", "seq"),
+)
+
+# The chain's head: exactly one row (id 1), which migration 0004 inserts.
+# Appenders lock it, which serializes appends across every brain process.
+audit_head: Final = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(64), nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
+)
+
+audit_checkpoints: Final = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("through_seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("pruned", sa.BigInteger, nullable=False),
+    sa.Column("signature", sa.String(64), nullable=False),
 )
 
 settings: Final = sa.Table(

@@ -10,11 +10,15 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from z4j_infra.audit import SqlAuditLogRepository
 from z4j_infra.errors import StorageError, translate_errors
 from z4j_infra.repositories import (
     SqlAgentRepository,
     SqlApiKeyRepository,
+    SqlInvitationRepository,
+    SqlMembershipRepository,
     SqlProjectRepository,
+    SqlSessionRepository,
     SqlSettingRepository,
     SqlUserRepository,
     SqlWorkerRepository,
@@ -47,6 +51,10 @@ class SqlUnitOfWork:
         self.api_keys = SqlApiKeyRepository(self)
         self.agents = SqlAgentRepository(self)
         self.settings = SqlSettingRepository(self)
+        self.memberships = SqlMembershipRepository(self)
+        self.invitations = SqlInvitationRepository(self)
+        self.sessions = SqlSessionRepository(self)
+        self.audit = SqlAuditLogRepository(self)
 
     @property
     def connection(self) -> AsyncConnection:
