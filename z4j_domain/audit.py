@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -120,14 +121,16 @@ def _unencodable(value: str) -> bool:
 def _details(value: Mapping[str, Any] | None) -> dict[str, Any]:
     if value is not None and not isinstance(value, Mapping):
         raise InvalidInput(f"audit details must be a mapping, got {type(value).__name__}")
-    details = storable_json(dict(value or {}))
     try:
-        size = len(canonical_json(details))
+        encoded = canonical_json(storable_json(dict(value or {})))
     except UnicodeEncodeError:
         raise InvalidInput("audit details hold text that is not valid unicode") from None
-    if size > MAX_DETAILS_BYTES:
+    if len(encoded) > MAX_DETAILS_BYTES:
         raise InvalidInput(f"audit details are limited to {MAX_DETAILS_BYTES} bytes")
-    return details  # type: ignore[no-any-return]
+    # A decoded copy: the caller's (mutable) objects are not shared with the
+    # record, and the record holds exactly what storage will read back.
+    details: dict[str, Any] = json.loads(encoded)
+    return details
 
 
 @attrs.frozen(kw_only=True)

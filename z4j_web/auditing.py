@@ -19,6 +19,7 @@ from z4j_domain.audit import (
     AuditPage,
     AuditQuery,
     AuditRecord,
+    ChainBreak,
     ChainHead,
     ChainVerifier,
     Verification,
@@ -41,6 +42,8 @@ __all__ = [
 
 #: Entries read per query while verifying: bounded memory whatever the log's size.
 VERIFY_PAGE: Final = 1000
+# Larger than any sequence number a chain reaches (a BIGINT's maximum).
+_LAST_SEQ: Final = 2**63 - 1
 
 
 @attrs.frozen(kw_only=True)
@@ -122,10 +125,13 @@ async def verify(uow_factory: UnitOfWorkFactory, key: bytes) -> Verification:
     """Recompute the whole chain, from the newest checkpoint up to the committed head.
 
     The head is read first and only entries up to it are checked, so appends
-    committing meanwhile neither disturb nor fail the verification.
+    committing meanwhile neither disturb nor fail the verification. It is read
+    holding the append lock for a moment, together with whatever lies beyond
+    it: an entry past the head means the head was moved back to hide it.
     """
     async with uow_factory() as uow:
-        head = await uow.audit.head()
+        head = await uow.audit.lock_head()
+        beyond = await uow.audit.entries(after_seq=head.seq, through_seq=_LAST_SEQ, limit=1)
         checkpoint = await uow.audit.latest_checkpoint()
     verifier = ChainVerifier(key, checkpoint)
     after = checkpoint.through_seq if checkpoint is not None else 0
@@ -138,7 +144,16 @@ async def verify(uow_factory: UnitOfWorkFactory, key: bytes) -> Verification:
         if not page:
             break
         after = page[-1].seq
-    return verifier.finish(head)
+    result = verifier.finish(head)
+    if result.ok and beyond:
+        hidden = beyond[0].seq
+        reason = (
+            f"entry {hidden} lies beyond the chain's head at entry {head.seq} (head moved back)"
+        )
+        result = attrs.evolve(
+            result, broken=ChainBreak(position=result.verified, seq=hidden, reason=reason)
+        )
+    return result
 
 
 @attrs.frozen(kw_only=True)

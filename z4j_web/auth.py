@@ -150,7 +150,7 @@ def is_cross_site(headers: Any, host: str) -> bool:
     Browsers send ``Origin`` on cross-origin requests (and on all POSTs and
     WebSocket handshakes); scripts usually send none, which passes.
     """
-    origin = headers.get("Origin")
+    origin = str(headers.get("Origin") or "")
     if not origin or origin == "null":
         return bool(origin)
     return urlsplit(origin).netloc.lower() != host.lower()

@@ -471,13 +471,12 @@ def audit_verify(as_json: bool) -> None:
             )
         )
     elif broken is None:
-        since = (
-            f" after the checkpoint of entries 1 to {result.checkpoint.through_seq}"
-            if result.checkpoint
-            else ""
-        )
+        through = result.checkpoint.through_seq if result.checkpoint else 0
+        pruned = "entry 1" if through == 1 else f"entries 1 to {through}"
+        since = f" after the checkpoint of {pruned}" if through else ""
         span = f" (entries {result.first_seq} to {result.last_seq})" if result.verified else ""
-        click.echo(f"OK: {result.verified} audit entries verified{span}{since}")
+        noun = "entry" if result.verified == 1 else "entries"
+        click.echo(f"OK: {result.verified} audit {noun} verified{span}{since}")
     else:
         click.echo(f"FAIL: audit entry {broken.seq}: {broken.reason}")
     if broken is not None:
@@ -504,12 +503,14 @@ def audit_prune(older_than_days: int) -> None:
     settings = load_settings()
     result = _run(_prune_audit(settings, timedelta(days=older_than_days)))
     if result.pruned:
+        noun = "entry" if result.pruned == 1 else "entries"
         click.echo(
-            f"pruned {result.pruned} audit entries (through entry {result.through_seq});"
+            f"pruned {result.pruned} audit {noun} (through entry {result.through_seq});"
             " a signed checkpoint replaces them"
         )
     else:
-        click.echo(f"no audit entries older than {older_than_days} days")
+        days = "day" if older_than_days == 1 else "days"
+        click.echo(f"no audit entries older than {older_than_days} {days}")
 
 
 async def _prune_audit(settings: Settings, older_than: Any) -> auditing.PruneResult:

@@ -226,7 +226,7 @@ def test_prune_leaves_a_checkpoint_the_log_verifies_from(
 
     pruned = run_z4j("audit", "prune", "--older-than-days", "1")
     assert pruned.returncode == 0, pruned.stderr
-    assert pruned.stdout.startswith("pruned 1 audit entries (through entry 1);")
+    assert pruned.stdout.startswith("pruned 1 audit entry (through entry 1);")
     rows = _entries(database_url)
     assert [row.seq for row in rows] == [2, 3, 4]
     assert (rows[-1].action, rows[-1].actor, rows[-1].target) == (
@@ -236,7 +236,7 @@ def test_prune_leaves_a_checkpoint_the_log_verifies_from(
     )
     _assert_verifies(
         run_z4j,
-        "3 audit entries verified (entries 2 to 4) after the checkpoint of entries 1 to 1",
+        "3 audit entries verified (entries 2 to 4) after the checkpoint of entry 1",
     )
 
     # Two days on, everything but the newest entry is old.
