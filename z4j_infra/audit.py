@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
@@ -35,6 +35,9 @@ from z4j_domain.encoding import canonical_json
 from z4j_domain.errors import Conflict
 from z4j_infra.repositories import _SqlRepository
 from z4j_infra.schema import audit_checkpoints, audit_entries, audit_head
+
+if TYPE_CHECKING:
+    from z4j_infra.unit_of_work import SqlUnitOfWork
 
 __all__ = ["SqlAuditLogRepository"]
 
@@ -89,8 +92,26 @@ def _prefix_range(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElemen
 class SqlAuditLogRepository(_SqlRepository):
     """:class:`~z4j_domain.ports.AuditLogRepository` on SQLite or PostgreSQL."""
 
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        super().__init__(uow)
+        # The transaction that holds the lock, and the head as it stands in it:
+        # a lock taken once lasts until that transaction ends.
+        self._held: tuple[object, ChainHead] | None = None
+
+    def _transaction(self) -> object | None:
+        connection = self._uow.connection.sync_connection
+        return None if connection is None else connection.get_transaction()
+
     async def lock_head(self) -> ChainHead:
         """Take the chain's append lock for this transaction and return its head."""
+        transaction = self._transaction()
+        if self._held is not None and transaction is not None and self._held[0] is transaction:
+            return self._held[1]
+        locked = await self._lock_head()
+        self._held = (self._transaction(), locked)
+        return locked
+
+    async def _lock_head(self) -> ChainHead:
         head = audit_head.c
         select = sa.select(audit_head).where(head.id == _HEAD_ID)
         if self._uow.dialect == "sqlite":
@@ -128,7 +149,7 @@ class SqlAuditLogRepository(_SqlRepository):
         entry does not follow the stored head, or an entry with its sequence
         number or previous MAC exists.
         """
-        # Taken again (a no-op once held), so even a caller that skipped
+        # Taken here too (free once held), so even a caller that skipped
         # lock_head waits for other appenders and then sees where the chain is.
         current = await self.lock_head()
         if (current.seq, current.mac) != (entry.seq - 1, entry.prev_mac):
@@ -162,6 +183,7 @@ class SqlAuditLogRepository(_SqlRepository):
             .where(audit_head.c.id == _HEAD_ID)
             .values(seq=head.seq, mac=head.mac, signature=head.signature)
         )
+        self._held = (self._transaction(), head)
 
     async def entries(
         self, *, after_seq: int, through_seq: int, limit: int

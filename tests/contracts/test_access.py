@@ -621,6 +621,25 @@ async def test_an_append_on_a_stale_head_conflicts(uow_factory: UnitOfWorkFactor
     assert verify_chain(KEY, entries, head=head).ok
 
 
+async def test_a_unit_of_work_locks_afresh_after_it_commits(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """The lock ends with its transaction: the next lock_head sees what others appended."""
+    async with uow_factory() as uow:
+        entry, head = chain_entry(KEY, await uow.audit.lock_head(), record(1))
+        await uow.audit.append(entry, head)
+        await uow.commit()
+        others = await append_records(uow_factory, [record(2)])
+        assert await uow.audit.lock_head() == others
+        entry, head = chain_entry(KEY, others, record(3))
+        await uow.audit.append(entry, head)
+        await uow.rollback()
+        assert await uow.audit.lock_head() == others
+    entries = await all_entries(uow_factory)
+    assert [e.seq for e in entries] == [1, 2]
+    assert verify_chain(KEY, entries, head=others).ok
+
+
 async def test_prune_leaves_a_checkpoint_to_verify_from(uow_factory: UnitOfWorkFactory) -> None:
     """Pruning deletes entries up to the checkpoint, which verification then starts from."""
     await append_records(uow_factory, [record(n) for n in range(1, 11)])
