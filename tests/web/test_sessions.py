@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any, Final
 
@@ -14,7 +15,7 @@ from z4j_domain.testing import FakeClock
 from z4j_web import accounts, auditing
 from z4j_web.auth import CSRF_HEADER, SESSION_COOKIE
 
-from .support import ADMIN_EMAIL, ADMIN_PASSWORD, Backend, Seeded, bearer
+from .support import ADMIN_EMAIL, ADMIN_PASSWORD, Backend, Seeded, bearer, runtime_of
 
 pytestmark = pytest.mark.anyio
 
@@ -247,15 +248,21 @@ async def test_other_sites_cannot_log_a_browser_in(client: Client, seeded: Seede
 
 
 async def test_the_dashboard_socket_takes_the_session_cookie_from_its_own_origin(
-    client: Client, seeded: Seeded
+    client: Client, seeded: Seeded, test_app: Any
 ) -> None:
     """A logged-in browser opens the live socket; a page of another origin cannot."""
     await logged_in(client)
+    live = runtime_of(test_app).live
     async with client.websocket("/ws/dashboard?project=default") as ws:
         await ws.send("hello")
+        for _ in range(500):
+            if live.subscribers(seeded.project_id):
+                break
+            await asyncio.sleep(0.01)
+        assert live.subscribers(seeded.project_id) == 1
     with pytest.raises(WebsocketResponseError) as refused:
         async with client.websocket(
             "/ws/dashboard?project=default", headers={"Origin": "https://evil.example"}
         ) as ws:
-            await ws.send("hello")
+            await ws.receive()
     assert refused.value.response.status_code == 403
