@@ -52,14 +52,16 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 
+from z4j_domain.audit import GENESIS_MAC
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.testing import InMemoryStore
 from z4j_infra.database import Database
 from z4j_infra.migrations import migrate
-from z4j_infra.schema import metadata
+from z4j_infra.schema import audit_head, metadata
 
 # No deadlines: these machines are noisy, and a slow example is not a wrong one.
 # "dev" is the local default; CI (.ci/run) runs "ci"; "thorough" is for a long soak.
@@ -173,6 +175,10 @@ async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
     tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
     async with database.engine.begin() as connection:
         await connection.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        # Back to what migrations leave: the audit chain's genesis head row.
+        await connection.execute(
+            sa.insert(audit_head).values(id=1, seq=0, mac=GENESIS_MAC, signature="")
+        )
     try:
         yield database
     finally:

@@ -30,7 +30,6 @@ from z4j_domain.audit import (
 from z4j_domain.errors import Conflict
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.rbac import Membership, Role
-from z4j_domain.testing import InMemoryStore
 from z4j_domain.users import Invitation
 
 pytestmark = pytest.mark.anyio
@@ -328,10 +327,23 @@ async def test_accepting_as_an_unknown_user_conflicts(uow_factory: UnitOfWorkFac
         await uow.commit()
 
 
-async def test_concurrent_acceptances_one_wins(uow_factory: UnitOfWorkFactory) -> None:
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def isolating_uow_factory(request: pytest.FixtureRequest) -> UnitOfWorkFactory:
+    """The SQL backends: the ones that isolate interleaved transactions.
+
+    The in-memory fake serializes by running one coroutine at a time and makes
+    no isolation promise for interleaved transactions, so it is not one of them.
+    """
+    name = "sqlite_database" if request.param == "sqlite" else "postgres_database"
+    factory: UnitOfWorkFactory = request.getfixturevalue(name).unit_of_work
+    return factory
+
+
+async def test_concurrent_acceptances_one_wins(isolating_uow_factory: UnitOfWorkFactory) -> None:
     """Two transactions accepting the same invitation at once: exactly one gets True."""
-    if isinstance(uow_factory, InMemoryStore):
-        pytest.skip("the in-memory fake does not isolate interleaved transactions")
+    uow_factory = isolating_uow_factory
     project_id = await new_project(uow_factory)
     users = [await new_user(uow_factory), await new_user(uow_factory)]
     invitation = await _invite(uow_factory, project_id, "t")
