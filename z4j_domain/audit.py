@@ -488,3 +488,10 @@ class AuditPage:
 
     items: list[AuditEntry]
     next_before: int | None
+
+    @classmethod
+    def of(cls, selected: list[AuditEntry], limit: int) -> AuditPage:
+        """The page of ``selected`` (newest first, up to ``limit + 1`` read to know if more)."""
+        items = selected[:limit]
+        more = len(selected) > limit
+        return cls(items=items, next_before=items[-1].seq if more else None)

@@ -615,9 +615,7 @@ class InMemoryAuditLogRepository(_Repository):
         selected = list(
             itertools.islice((e for _, e in newest_first if query.matches(e)), query.limit + 1)
         )
-        more = len(selected) > query.limit
-        items = selected[: query.limit]
-        return AuditPage(items=items, next_before=items[-1].seq if more else None)
+        return AuditPage.of(selected, query.limit)
 
     async def count_recent(
         self,

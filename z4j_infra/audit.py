@@ -226,10 +226,7 @@ class SqlAuditLogRepository(_SqlRepository):
             .order_by(c.seq.desc())
             .limit(query.limit + 1)
         )
-        selected = [_row_to_entry(row) for row in result]
-        more = len(selected) > query.limit
-        items = selected[: query.limit]
-        return AuditPage(items=items, next_before=items[-1].seq if more else None)
+        return AuditPage.of([_row_to_entry(row) for row in result], query.limit)
 
     async def count_recent(
         self,

@@ -147,9 +147,12 @@ _SESSION_VARIABLES: Final = {
 _BOOLEANS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def _session_settings(get: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for variable, field in _SESSION_VARIABLES.items():
+def _durations(
+    get: Any, variables: dict[str, str], accept: Any, expected: str
+) -> dict[str, timedelta]:
+    """The durations set among ``variables`` (variable to field), each checked by ``accept``."""
+    values: dict[str, timedelta] = {}
+    for variable, field in variables.items():
         raw = get(variable)
         if raw is None:
             continue
@@ -157,11 +160,19 @@ def _session_settings(get: Any) -> dict[str, Any]:
             seconds = float(raw)
         except ValueError:
             seconds = -1.0
-        if not 60 <= seconds <= 90 * 86_400:
-            raise ConfigError(
-                f"{variable} must be a number of seconds from 60 to 7776000 (90 days), got {raw!r}"
-            )
+        if not accept(seconds):
+            raise ConfigError(f"{variable} must be a number of seconds {expected}, got {raw!r}")
         values[field] = timedelta(seconds=seconds)
+    return values
+
+
+def _session_settings(get: Any) -> dict[str, Any]:
+    values: dict[str, Any] = _durations(
+        get,
+        _SESSION_VARIABLES,
+        lambda seconds: 60 <= seconds <= 90 * 86_400,
+        "from 60 to 7776000 (90 days)",
+    )
     idle = values.get("session_idle", DEFAULT_SESSION_IDLE)
     lifetime = values.get("session_lifetime", DEFAULT_SESSION_LIFETIME)
     if idle > lifetime:
@@ -186,18 +197,7 @@ _POLICY_VARIABLES: Final = {
 
 
 def _reconcile_policy(get: Any) -> ReconcilePolicy:
-    values: dict[str, timedelta] = {}
-    for variable, field in _POLICY_VARIABLES.items():
-        raw = get(variable)
-        if raw is None:
-            continue
-        try:
-            seconds = float(raw)
-        except ValueError:
-            seconds = -1.0
-        if not 0 < seconds < 86_400:
-            raise ConfigError(f"{variable} must be a number of seconds above 0, got {raw!r}")
-        values[field] = timedelta(seconds=seconds)
+    values = _durations(get, _POLICY_VARIABLES, lambda seconds: 0 < seconds < 86_400, "above 0")
     try:
         return ReconcilePolicy(**values)
     except (ValueError, TypeError, InvalidInput) as error:

@@ -20,7 +20,7 @@ from z4j_web import accounts, auditing
 from z4j_web.auth import (
     SESSION_COOKIE,
     clear_session_cookie,
-    current_actor,
+    current_change,
     current_principal,
     refuse_cross_site,
     require_login,
@@ -180,11 +180,9 @@ async def login() -> Any:
 async def logout() -> Any:
     """End the current session (a Bearer key has none to end) and clear the cookie."""
     principal = current_principal()
-    runtime = current_runtime()
+    current_runtime()
     if principal.session is not None:
-        await accounts.logout(
-            runtime.uow, runtime.clock, runtime.audit_key, current_actor(), principal.session
-        )
+        await accounts.logout(current_change(), principal.session)
     response = jsonify({"logged_out": principal.session is not None})
     clear_session_cookie(response)
     return response
@@ -228,11 +226,8 @@ async def change_password() -> Any:
         raise PermissionDenied("a project-bound or capped API key cannot change the password")
     runtime = current_runtime()
     await accounts.change_password(
-        runtime.uow,
-        runtime.clock,
+        current_change(),
         runtime.password_hasher,
-        runtime.audit_key,
-        current_actor(),
         email=principal.user.email,
         new_password=body["new_password"],
         current_password=body["current_password"],
@@ -265,12 +260,9 @@ async def create_api_key() -> Any:
         required=frozenset({"name"}),
     )
     principal = current_principal()
-    runtime = current_runtime()
+    current_runtime()
     created = await accounts.create_api_key(
-        runtime.uow,
-        runtime.clock,
-        runtime.audit_key,
-        current_actor(),
+        current_change(),
         email=principal.user.email,
         name=body["name"],
         project=body.get("project"),
@@ -289,12 +281,9 @@ async def create_api_key() -> Any:
 @require_login
 async def revoke_api_key(key_id: int) -> Any:
     """Revoke one of the caller's API keys; it stops authenticating at once."""
-    runtime = current_runtime()
+    current_runtime()
     key = await accounts.revoke_api_key(
-        runtime.uow,
-        runtime.clock,
-        runtime.audit_key,
-        current_actor(),
+        current_change(),
         user=current_principal().user,
         key_id=key_id,
     )
@@ -317,12 +306,9 @@ async def list_projects() -> Any:
 async def create_project() -> Any:
     """Create a project (instance admins)."""
     body = await json_object({"slug": str, "name": str}, required=frozenset({"slug"}))
-    runtime = current_runtime()
+    current_runtime()
     project = await accounts.create_project(
-        runtime.uow,
-        runtime.clock,
-        runtime.audit_key,
-        current_actor(),
+        current_change(),
         current_principal(),
         slug=body["slug"],
         name=body.get("name") or body["slug"],
@@ -348,11 +334,8 @@ async def create_user() -> Any:
     )
     runtime = current_runtime()
     user = await accounts.create_user(
-        runtime.uow,
-        runtime.clock,
+        current_change(),
         runtime.password_hasher,
-        runtime.audit_key,
-        current_actor(),
         current_principal(),
         email=body["email"],
         password=body["password"],

@@ -34,7 +34,7 @@ from z4j_domain.users import (
 )
 from z4j_infra.secrets import new_token
 from z4j_web import services
-from z4j_web.auditing import Actor, audited
+from z4j_web.auditing import Actor, Change, audited
 from z4j_web.errors import AuthenticationFailed, PermissionDenied, TooManyRequests
 
 __all__ = [
@@ -351,22 +351,21 @@ async def _forget(uow: UnitOfWork, session_id: int) -> None:
     await uow.sessions.delete(session_id)
 
 
-async def logout(
-    uow_factory: UnitOfWorkFactory, clock: Clock, audit_key: bytes, actor: Actor, session: Session
-) -> None:
+async def logout(change: Change, session: Session) -> None:
     """End ``session``."""
-    async with audited(uow_factory, audit_key) as work:
+    async with change.audited() as work:
         if await work.uow.sessions.delete(session.id):
-            await work.append(actor.record("auth.logout", clock.now(), target=f"user:{actor.name}"))
+            await work.append(
+                change.actor.record(
+                    "auth.logout", change.clock.now(), target=f"user:{change.actor.name}"
+                )
+            )
         await work.commit()
 
 
 async def change_password(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
+    change: Change,
     hasher: PasswordHasher,
-    audit_key: bytes,
-    actor: Actor,
     *,
     email: str,
     new_password: str,
@@ -380,19 +379,19 @@ async def change_password(
     """
     normalized = services.normalize_user_email(email)
     services.validate_password(new_password)
-    async with uow_factory() as uow:
+    async with change.uow_factory() as uow:
         user = await uow.users.get_by_email(normalized)
     if user is None:
         raise NotFound(f"no user with email {normalized!r}")
     if current_password is not None and not await _verify_password(hasher, user, current_password):
         raise PermissionDenied("the current password is wrong")
     password_hash = await anyio.to_thread.run_sync(hasher.hash, new_password)
-    now = clock.now()
-    async with audited(uow_factory, audit_key) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         await work.uow.users.set_password(user.id, password_hash)
         ended = await work.uow.sessions.delete_for_user(user.id, keep=keep_session)
         await work.append(
-            actor.record(
+            change.actor.record(
                 "auth.password_changed",
                 now,
                 target=f"user:{normalized}",
@@ -401,7 +400,7 @@ async def change_password(
             )
         )
         await work.commit()
-    _log.info("password changed for %s by %s", normalized, actor.name)
+    _log.info("password changed for %s by %s", normalized, change.actor.name)
     return attrs.evolve(user, password_hash=password_hash)
 
 
@@ -409,10 +408,7 @@ async def change_password(
 
 
 async def create_api_key(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
-    audit_key: bytes,
-    actor: Actor,
+    change: Change,
     *,
     email: str,
     name: str,
@@ -435,8 +431,8 @@ async def create_api_key(
             f' {limit.value} or below (send "role")'
         )
     key = new_token(prefix=API_KEY_PREFIX)
-    now = clock.now()
-    async with audited(uow_factory, audit_key) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         user = await work.uow.users.get_by_email(normalized)
         if user is None:
             raise NotFound(f"no user with email {normalized!r}")
@@ -456,7 +452,7 @@ async def create_api_key(
             role=cap,
         )
         await work.append(
-            actor.record(
+            change.actor.record(
                 "api_key.created",
                 now,
                 target=f"api_key:{api_key.id}",
@@ -477,24 +473,21 @@ async def list_api_keys(uow_factory: UnitOfWorkFactory, user: User) -> Sequence[
 
 
 async def revoke_api_key(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
-    audit_key: bytes,
-    actor: Actor,
+    change: Change,
     *,
     user: User,
     key_id: int,
 ) -> ApiKey:
     """Revoke one of ``user``'s keys (idempotent); another user's key is :class:`NotFound`."""
-    now = clock.now()
-    async with audited(uow_factory, audit_key) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         key = await work.uow.api_keys.get(key_id)
         if key is None or key.user_id != user.id:
             raise NotFound(f"you have no API key {key_id}")
         if await work.uow.api_keys.revoke(key.id, now):
             key = attrs.evolve(key, revoked_at=now)
             await work.append(
-                actor.record(
+                change.actor.record(
                     "api_key.revoked",
                     now,
                     target=f"api_key:{key.id}",
@@ -510,10 +503,7 @@ async def revoke_api_key(
 
 
 async def create_project(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
-    audit_key: bytes,
-    actor: Actor,
+    change: Change,
     principal: Principal | None,
     *,
     slug: str,
@@ -526,22 +516,21 @@ async def create_project(
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > 200 or not name.isprintable():
         raise InvalidInput("a project needs a name of 1 to 200 printable characters")
-    now = clock.now()
-    async with audited(uow_factory, audit_key) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         project = await work.uow.projects.create(slug=slug, name=name, created_at=now)
         await work.append(
-            actor.record("project.created", now, target=f"project:{slug}", project_id=project.id)
+            change.actor.record(
+                "project.created", now, target=f"project:{slug}", project_id=project.id
+            )
         )
         await work.commit()
     return project
 
 
 async def create_user(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
+    change: Change,
     hasher: PasswordHasher,
-    audit_key: bytes,
-    actor: Actor,
     principal: Principal | None,
     *,
     email: str,
@@ -555,13 +544,15 @@ async def create_user(
     password_hash = await anyio.to_thread.run_sync(
         hasher.hash, services.validate_password(password)
     )
-    now = clock.now()
-    async with audited(uow_factory, audit_key) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         user = await work.uow.users.create(
             email=normalized, password_hash=password_hash, is_admin=bool(is_admin), created_at=now
         )
         await work.append(
-            actor.record("user.created", now, target=f"user:{normalized}", admin=bool(is_admin))
+            change.actor.record(
+                "user.created", now, target=f"user:{normalized}", admin=bool(is_admin)
+            )
         )
         await work.commit()
     return user
@@ -596,10 +587,7 @@ async def _guard_last_admin(uow: UnitOfWork, project: Project, current: Membersh
 
 
 async def set_member_role(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
-    audit_key: bytes,
-    actor: Actor,
+    change: Change,
     project: Project,
     *,
     email: str,
@@ -608,8 +596,8 @@ async def set_member_role(
     """Give an existing user ``role`` in the project (adding them, or changing their role)."""
     normalized = services.normalize_user_email(email)
     new_role = parse_role(role)
-    now = clock.now()
-    async with audited(uow_factory, audit_key) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         user = await work.uow.users.get_by_email(normalized)
         if user is None:
             raise NotFound(f"no user with email {normalized!r}; invite them instead")
@@ -620,7 +608,7 @@ async def set_member_role(
             await _guard_last_admin(work.uow, project, current)
         membership = await work.uow.memberships.set(project.id, user.id, new_role, now)
         await work.append(
-            actor.record(
+            change.actor.record(
                 "member.role_changed",
                 now,
                 target=f"user:{normalized}",
@@ -634,18 +622,15 @@ async def set_member_role(
 
 
 async def remove_member(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
-    audit_key: bytes,
-    actor: Actor,
+    change: Change,
     project: Project,
     *,
     email: str,
 ) -> None:
     """Remove a user from the project (their sessions and keys stay, but see nothing there)."""
     normalized = services.normalize_user_email(email)
-    now = clock.now()
-    async with audited(uow_factory, audit_key) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         user = await work.uow.users.get_by_email(normalized)
         current = await work.uow.memberships.get(project.id, user.id) if user else None
         if user is None or current is None:
@@ -653,7 +638,7 @@ async def remove_member(
         await _guard_last_admin(work.uow, project, current)
         await work.uow.memberships.remove(project.id, user.id)
         await work.append(
-            actor.record(
+            change.actor.record(
                 "member.removed",
                 now,
                 target=f"user:{normalized}",
@@ -676,10 +661,7 @@ class NewInvitation:
 
 
 async def invite(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
-    audit_key: bytes,
-    actor: Actor,
+    change: Change,
     project: Project,
     *,
     email: str,
@@ -692,19 +674,19 @@ async def invite(
     if not timedelta(minutes=5) <= ttl <= _MAX_INVITATION_TTL:
         raise InvalidInput("an invitation expires after 5 minutes to 30 days")
     token = new_token(prefix=INVITATION_TOKEN_PREFIX)
-    now = clock.now()
-    async with audited(uow_factory, audit_key) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         invitation = await work.uow.invitations.create(
             project_id=project.id,
             email=normalized,
             role=granted,
             token_hash=hash_secret(token),
-            invited_by=actor.user_id,
+            invited_by=change.actor.user_id,
             created_at=now,
             expires_at=now + ttl,
         )
         await work.append(
-            actor.record(
+            change.actor.record(
                 "invitation.created",
                 now,
                 target=f"invitation:{invitation.id}",
@@ -727,16 +709,13 @@ async def list_invitations(
 
 
 async def revoke_invitation(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
-    audit_key: bytes,
-    actor: Actor,
+    change: Change,
     project: Project,
     invitation_id: int,
 ) -> Invitation:
     """Revoke a pending invitation of the project; its link stops working at once."""
-    now = clock.now()
-    async with audited(uow_factory, audit_key) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         invitation = await work.uow.invitations.get(invitation_id)
         if invitation is None or invitation.project_id != project.id:
             raise NotFound(f"no invitation {invitation_id} in project {project.slug!r}")
@@ -747,7 +726,7 @@ async def revoke_invitation(
             raise Conflict("this invitation was already accepted; remove the member instead")
         await work.uow.invitations.revoke(invitation.id, now)
         await work.append(
-            actor.record(
+            change.actor.record(
                 "invitation.revoked",
                 now,
                 target=f"invitation:{invitation.id}",

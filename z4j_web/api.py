@@ -22,7 +22,7 @@ from z4j_domain.serialization import event_to_dict, task_to_dict, worker_to_dict
 from z4j_domain.users import Agent
 from z4j_domain.workers import Worker
 from z4j_web import services
-from z4j_web.auth import current_access, current_actor, require
+from z4j_web.auth import current_access, current_change, require
 from z4j_web.runtime import current_runtime
 
 __all__ = ["agent_to_dict", "blueprint", "task_query_params"]
@@ -133,9 +133,7 @@ async def put_redaction(project: str) -> dict[str, Any]:
     settings = RedactionSettings.from_dict(body)
     runtime = current_runtime()
     project_id = current_access().project.id
-    await runtime.redaction.save(
-        project_id, settings, current_actor(), runtime.audit_key, runtime.clock.now()
-    )
+    await runtime.redaction.save(project_id, settings, current_change())
     sent = runtime.reconciler.broadcast(
         project_id, {"command": "configure", "redaction": settings.to_dict()}
     )
@@ -187,10 +185,8 @@ async def create_agent(project: str) -> tuple[dict[str, Any], int]:
         raise InvalidInput(f"unknown field {unknown[0]!r}; expected only 'name'")
     runtime = current_runtime()
     created = await services.mint_agent(
-        runtime.uow,
-        runtime.clock,
+        current_change(),
         runtime.settings.secret,
-        current_actor(),
         project_slug=project,
         name=body["name"],
     )
@@ -216,10 +212,8 @@ async def revoke_agent(project: str, name: str) -> dict[str, Any]:
     """Revoke an agent: its token stops authenticating new connections at once."""
     runtime = current_runtime()
     agent = await services.revoke_agent(
-        runtime.uow,
-        runtime.clock,
+        current_change(),
         runtime.settings.secret,
-        current_actor(),
         project_slug=project,
         name=name,
     )

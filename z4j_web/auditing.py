@@ -8,7 +8,7 @@ together or not at all, and appends from every process form one chain.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -27,11 +27,12 @@ from z4j_domain.audit import (
     make_checkpoint,
 )
 from z4j_domain.errors import InvalidInput
-from z4j_domain.ports import UnitOfWork, UnitOfWorkFactory
+from z4j_domain.ports import Clock, UnitOfWork, UnitOfWorkFactory
 
 __all__ = [
     "Actor",
     "Audited",
+    "Change",
     "PruneResult",
     "audited",
     "prune",
@@ -74,6 +75,20 @@ class Actor:
             project_id=project_id,
             details=details,
         )
+
+
+@attrs.frozen(kw_only=True)
+class Change:
+    """What an audited use case needs: storage, the time, the chain's key and who acts."""
+
+    uow_factory: UnitOfWorkFactory
+    clock: Clock
+    audit_key: bytes = attrs.field(repr=False)
+    actor: Actor
+
+    def audited(self) -> AbstractAsyncContextManager[Audited]:
+        """A unit of work holding the audit chain's append lock (see :func:`audited`)."""
+        return audited(self.uow_factory, self.audit_key)
 
 
 @attrs.define
@@ -164,14 +179,7 @@ class PruneResult:
     through_seq: int | None
 
 
-async def prune(
-    uow_factory: UnitOfWorkFactory,
-    key: bytes,
-    actor: Actor,
-    *,
-    older_than: timedelta,
-    now: datetime,
-) -> PruneResult:
+async def prune(change: Change, *, older_than: timedelta) -> PruneResult:
     """Delete entries older than ``older_than``, leaving a signed checkpoint in their place.
 
     The newest entry is never pruned, and the prune itself is audited, so the
@@ -179,8 +187,9 @@ async def prune(
     """
     if older_than < timedelta(days=1):
         raise InvalidInput("keep at least one day of audit history")
+    now = change.clock.now()
     cutoff = now - older_than
-    async with audited(uow_factory, key) as work:
+    async with change.audited() as work:
         checkpoint = await work.uow.audit.latest_checkpoint()
         first = checkpoint.through_seq if checkpoint is not None else 0
         last: AuditEntry | None = None
@@ -199,9 +208,9 @@ async def prune(
         if last is None:
             return PruneResult(pruned=0, through_seq=None)
         pruned = last.seq - first
-        await work.uow.audit.prune(make_checkpoint(key, last, now, pruned))
+        await work.uow.audit.prune(make_checkpoint(change.audit_key, last, now, pruned))
         await work.append(
-            actor.record(
+            change.actor.record(
                 "audit.pruned",
                 now,
                 target=f"audit:1-{last.seq}",

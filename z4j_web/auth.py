@@ -22,7 +22,7 @@ from quart import Response, g, request
 from z4j_domain.rbac import Permission
 from z4j_web import accounts
 from z4j_web.accounts import Access, Principal
-from z4j_web.auditing import Actor
+from z4j_web.auditing import Actor, Change
 from z4j_web.errors import AuthenticationFailed, CsrfRejected
 from z4j_web.runtime import Runtime, current_runtime
 
@@ -32,6 +32,7 @@ __all__ = [
     "clear_session_cookie",
     "current_access",
     "current_actor",
+    "current_change",
     "current_principal",
     "is_cross_site",
     "refuse_cross_site",
@@ -142,6 +143,17 @@ def current_access() -> Access:
 def current_actor() -> Actor:
     """The audit log's actor for the current request."""
     return current_principal().actor(request.remote_addr)
+
+
+def current_change() -> Change:
+    """An audited change made by the current request's principal."""
+    runtime = current_runtime()
+    return Change(
+        uow_factory=runtime.uow,
+        clock=runtime.clock,
+        audit_key=runtime.audit_key,
+        actor=current_actor(),
+    )
 
 
 def is_cross_site(headers: Any, host: str) -> bool:

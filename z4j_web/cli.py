@@ -31,7 +31,7 @@ from z4j_infra.migrations import migrate as migrate_database
 from z4j_infra.migrations import revisions
 from z4j_infra.settings import Settings, load_settings
 from z4j_web import accounts, auditing, services
-from z4j_web.auditing import Actor
+from z4j_web.auditing import Actor, Change
 from z4j_web.runtime import uow_factory_of
 from z4j_web.version import version
 
@@ -86,13 +86,18 @@ def _run(coroutine: Coroutine[Any, Any, R]) -> R:
     return asyncio.run(coroutine)
 
 
-def _actor() -> Actor:
-    """The audit log's actor for a command: ``cli:<login name>``."""
+def _change(database: Database, settings: Settings) -> Change:
+    """An audited change by this command; its actor is ``cli:<login name>``."""
     try:
         login = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (e.g. a bare container)
         login = f"uid{os.getuid()}"
-    return Actor(name=f"cli:{login}")
+    return Change(
+        uow_factory=uow_factory_of(database),
+        clock=SystemClock(),
+        audit_key=audit_key(settings.secret),
+        actor=Actor(name=f"cli:{login}"),
+    )
 
 
 def _configure_logging() -> None:
@@ -292,10 +297,7 @@ async def _create_api_key(
 ) -> services.NewApiKey:
     async with _database(settings) as database:
         return await accounts.create_api_key(
-            uow_factory_of(database),
-            SystemClock(),
-            audit_key(settings.secret),
-            _actor(),
+            _change(database, settings),
             email=email,
             name=name,
             project=project,
@@ -344,10 +346,8 @@ def agent_create(project: str, name: str, as_json: bool) -> None:
 async def _mint_agent(settings: Settings, *, project: str, name: str) -> services.NewAgent:
     async with _database(settings) as database:
         return await services.mint_agent(
-            uow_factory_of(database),
-            SystemClock(),
+            _change(database, settings),
             settings.secret,
-            _actor(),
             project_slug=project,
             name=name,
         )
@@ -397,10 +397,8 @@ def agent_revoke(project: str, name: str) -> None:
 async def _revoke_agent(settings: Settings, project: str, name: str) -> Any:
     async with _database(settings) as database:
         return await services.revoke_agent(
-            uow_factory_of(database),
-            SystemClock(),
+            _change(database, settings),
             settings.secret,
-            _actor(),
             project_slug=project,
             name=name,
         )
@@ -432,11 +430,8 @@ async def _change_password(settings: Settings, email: str, password: str) -> Non
 
     async with _database(settings) as database:
         await accounts.change_password(
-            uow_factory_of(database),
-            SystemClock(),
+            _change(database, settings),
             Argon2PasswordHasher(),
-            audit_key(settings.secret),
-            _actor(),
             email=email,
             new_password=password,
             current_password=None,
@@ -515,13 +510,7 @@ def audit_prune(older_than_days: int) -> None:
 
 async def _prune_audit(settings: Settings, older_than: Any) -> auditing.PruneResult:
     async with _database(settings) as database:
-        return await auditing.prune(
-            uow_factory_of(database),
-            audit_key(settings.secret),
-            _actor(),
-            older_than=older_than,
-            now=SystemClock().now(),
-        )
+        return await auditing.prune(_change(database, settings), older_than=older_than)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from z4j_web.account import (
     invitation_ttl,
     membership_to_dict,
 )
-from z4j_web.auth import current_access, current_actor, require
+from z4j_web.auth import current_access, current_change, require
 from z4j_web.payloads import json_object
 from z4j_web.runtime import current_runtime
 
@@ -39,10 +39,7 @@ async def set_member(project: str, email: str) -> Any:
     body = await json_object({"role": str}, required=frozenset({"role"}))
     runtime = current_runtime()
     membership = await accounts.set_member_role(
-        runtime.uow,
-        runtime.clock,
-        runtime.audit_key,
-        current_actor(),
+        current_change(),
         current_access().project,
         email=email,
         role=body["role"],
@@ -57,12 +54,9 @@ async def set_member(project: str, email: str) -> Any:
 @require(Permission.MANAGE_MEMBERS)
 async def remove_member(project: str, email: str) -> Any:
     """Remove a member from the project."""
-    runtime = current_runtime()
+    current_runtime()
     await accounts.remove_member(
-        runtime.uow,
-        runtime.clock,
-        runtime.audit_key,
-        current_actor(),
+        current_change(),
         current_access().project,
         email=email,
     )
@@ -93,10 +87,7 @@ async def invite(project: str) -> Any:
     )
     runtime = current_runtime()
     created = await accounts.invite(
-        runtime.uow,
-        runtime.clock,
-        runtime.audit_key,
-        current_actor(),
+        current_change(),
         current_access().project,
         email=body["email"],
         role=body["role"],
@@ -120,10 +111,7 @@ async def revoke_invitation(project: str, invitation_id: int) -> Any:
     """Revoke a pending invitation: its link stops working at once."""
     runtime = current_runtime()
     invitation = await accounts.revoke_invitation(
-        runtime.uow,
-        runtime.clock,
-        runtime.audit_key,
-        current_actor(),
+        current_change(),
         current_access().project,
         invitation_id,
     )

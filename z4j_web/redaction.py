@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Final
 
 from z4j_domain.errors import InvalidInput
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.redaction import RedactionPolicy, RedactionSettings
-from z4j_web.auditing import Actor, audited
+from z4j_web.auditing import Change
 
 __all__ = ["REFRESH_SECONDS", "RedactionStore", "settings_key"]
 
@@ -76,19 +75,17 @@ class RedactionStore:
         self,
         project_id: int,
         settings: RedactionSettings,
-        actor: Actor,
-        audit_key: bytes,
-        at: datetime,
+        change: Change,
     ) -> None:
         """Store the project's settings (they take effect on this brain at once); audited."""
         value = settings.to_dict()
-        async with audited(self._uow_factory(), audit_key) as work:
+        async with change.audited() as work:
             before = await work.uow.settings.get(settings_key(project_id))
             await work.uow.settings.set(settings_key(project_id), value)
             await work.append(
-                actor.record(
+                change.actor.record(
                     "settings.redaction_changed",
-                    at,
+                    change.clock.now(),
                     target="settings:redaction",
                     project_id=project_id,
                     before=before,

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio.to_thread
 import attrs
 
-from z4j_domain.audit import audit_key
 from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import Conflict, InvalidInput, NotFound
 from z4j_domain.ports import Clock, PasswordHasher, UnitOfWork, UnitOfWorkFactory
@@ -39,7 +38,7 @@ from z4j_domain.users import (
 from z4j_domain.workers import Worker, WorkerStatus
 from z4j_infra.errors import StorageError
 from z4j_infra.secrets import new_token
-from z4j_web.auditing import Actor, audited
+from z4j_web.auditing import Actor, Change, audited
 from z4j_web.errors import (
     AuthenticationFailed,
     SetupAlreadyDone,
@@ -399,10 +398,8 @@ def _agent_name(name: str) -> str:
 
 
 async def mint_agent(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
+    change: Change,
     instance_secret: str,
-    actor: Actor,
     *,
     project_slug: str,
     name: str,
@@ -415,8 +412,8 @@ async def mint_agent(
     name = _agent_name(name)
     token = new_token(prefix=AGENT_TOKEN_PREFIX)
     salt = new_token()
-    now = clock.now()
-    async with audited(uow_factory, audit_key(instance_secret)) as work:
+    now = change.clock.now()
+    async with change.audited() as work:
         project = await get_project(work.uow, project_slug)
         agent = await work.uow.agents.create(
             project_id=project.id,
@@ -426,7 +423,7 @@ async def mint_agent(
             created_at=now,
         )
         await work.append(
-            actor.record("agent.minted", now, target=f"agent:{name}", project_id=project.id)
+            change.actor.record("agent.minted", now, target=f"agent:{name}", project_id=project.id)
         )
         await work.commit()
     return NewAgent(
@@ -445,16 +442,14 @@ async def list_agents(uow_factory: UnitOfWorkFactory, project_slug: str) -> Sequ
 
 
 async def revoke_agent(
-    uow_factory: UnitOfWorkFactory,
-    clock: Clock,
+    change: Change,
     instance_secret: str,
-    actor: Actor,
     *,
     project_slug: str,
     name: str,
 ) -> Agent:
     """Revoke the project's agent ``name`` (idempotent); its token stops connecting at once."""
-    async with audited(uow_factory, audit_key(instance_secret)) as work:
+    async with change.audited() as work:
         project = await get_project(work.uow, project_slug)
         agent = (
             await work.uow.agents.get_by_name(project.id, name) if isinstance(name, str) else None
@@ -462,10 +457,12 @@ async def revoke_agent(
         if agent is None:
             raise NotFound(f"no agent {name!r} in project {project_slug!r}")
         if agent.revoked_at is None:
-            now = clock.now()
+            now = change.clock.now()
             await work.uow.agents.revoke(agent.id, now)
             await work.append(
-                actor.record("agent.revoked", now, target=f"agent:{name}", project_id=project.id)
+                change.actor.record(
+                    "agent.revoked", now, target=f"agent:{name}", project_id=project.id
+                )
             )
             await work.commit()
             agent = attrs.evolve(agent, revoked_at=now)

@@ -26,7 +26,7 @@ from z4j_infra.database import Database
 from z4j_infra.passwords import Argon2PasswordHasher
 from z4j_infra.settings import load_settings
 from z4j_web import auditing, services
-from z4j_web.auditing import Actor, PruneResult
+from z4j_web.auditing import Actor, Change, PruneResult
 from z4j_web.runtime import uow_factory_of
 
 from .conftest import RunZ4j
@@ -87,13 +87,13 @@ def _prune(z4j_env: dict[str, str], now: datetime) -> PruneResult:
         settings = load_settings(z4j_env)
         database = await Database.connect(settings.database_url)
         try:
-            return await auditing.prune(
-                uow_factory_of(database),
-                audit_key(settings.secret),
-                Actor(name="test:prune"),
-                older_than=timedelta(days=1),
-                now=now,
+            change = Change(
+                uow_factory=uow_factory_of(database),
+                clock=FakeClock(now),
+                audit_key=audit_key(settings.secret),
+                actor=Actor(name="test:prune"),
             )
+            return await auditing.prune(change, older_than=timedelta(days=1))
         finally:
             await database.dispose()
 

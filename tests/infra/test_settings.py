@@ -195,3 +195,46 @@ def test_bad_reconciler_timings_are_refused(
     """A value that is not positive, or timings that contradict each other, stop startup."""
     with pytest.raises(ConfigError, match=message):
         load_settings(_env(tmp_path, **variables))
+
+
+def test_session_settings_default_and_come_from_the_environment(tmp_path: Path) -> None:
+    """Sessions last 2 idle hours and 12 in all; the cookie's Secure flag follows the scheme."""
+    default = load_settings(_env(tmp_path))
+    assert (default.session_idle, default.session_lifetime) == (
+        timedelta(hours=2),
+        timedelta(hours=12),
+    )
+    assert default.cookie_secure is None
+    tuned = load_settings(
+        _env(
+            tmp_path,
+            Z4J_SESSION_IDLE_TIMEOUT="600",
+            Z4J_SESSION_LIFETIME="3600",
+            Z4J_COOKIE_SECURE="TRUE",
+        )
+    )
+    assert (tuned.session_idle, tuned.session_lifetime) == (
+        timedelta(minutes=10),
+        timedelta(hours=1),
+    )
+    assert tuned.cookie_secure is True
+    assert load_settings(_env(tmp_path, Z4J_COOKIE_SECURE="no")).cookie_secure is False
+    assert load_settings(_env(tmp_path, Z4J_COOKIE_SECURE="auto")).cookie_secure is None
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"Z4J_SESSION_IDLE_TIMEOUT": "30"}, "Z4J_SESSION_IDLE_TIMEOUT must be a number"),
+        ({"Z4J_SESSION_LIFETIME": "forever"}, "Z4J_SESSION_LIFETIME must be a number"),
+        ({"Z4J_SESSION_LIFETIME": "1e9"}, "90 days"),
+        ({"Z4J_SESSION_IDLE_TIMEOUT": "86400"}, "longer than Z4J_SESSION_LIFETIME"),
+        ({"Z4J_COOKIE_SECURE": "maybe"}, "Z4J_COOKIE_SECURE must be auto, true or false"),
+    ],
+)
+def test_bad_session_settings_are_refused(
+    tmp_path: Path, variables: dict[str, str], message: str
+) -> None:
+    """Out-of-range or contradictory session settings stop startup with the reason."""
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_env(tmp_path, **variables))

@@ -16,7 +16,7 @@ from z4j_web import services
 from z4j_web.app import create_app
 from z4j_web.runtime import uow_factory_of
 
-from .support import SECRET, TESTS, Backend, FakeAgent, Seeded, seed
+from .support import SECRET, Backend, FakeAgent, Seeded, change, seed
 
 
 @pytest.fixture(
@@ -90,7 +90,7 @@ async def minted(
 ) -> services.NewAgent:
     """An agent "workers" of the default project."""
     return await services.mint_agent(
-        backend.uow_factory, clock, settings.secret, TESTS, project_slug="default", name="workers"
+        change(backend.uow_factory, clock), settings.secret, project_slug="default", name="workers"
     )
 
 

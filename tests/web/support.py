@@ -23,7 +23,7 @@ from z4j_domain.workers import Worker
 from z4j_infra.database import Database
 from z4j_infra.schema import api_keys, audit_head
 from z4j_web import accounts, services
-from z4j_web.auditing import Actor
+from z4j_web.auditing import Actor, Change
 from z4j_web.runtime import EXTENSION_KEY, Runtime
 
 #: The secret of the ``settings`` fixture, and the audit key derived from it.
@@ -32,6 +32,13 @@ AUDIT_KEY: Final = audit_key(SECRET)
 #: The actor of changes the tests make behind the API's back.
 TESTS: Final = Actor(name="tests")
 ADMIN_EMAIL: Final = "admin@example.com"
+
+
+def change(uow_factory: UnitOfWorkFactory, clock: Clock) -> Change:
+    """An audited change made by :data:`TESTS`."""
+    return Change(uow_factory=uow_factory, clock=clock, audit_key=AUDIT_KEY, actor=TESTS)
+
+
 ADMIN_PASSWORD: Final = "correct horse battery staple"
 T0: Final = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -118,7 +125,7 @@ async def seed(uow_factory: UnitOfWorkFactory, clock: FakeClock) -> Seeded:
         admin_password=ADMIN_PASSWORD,
     )
     created = await accounts.create_api_key(
-        uow_factory, clock, AUDIT_KEY, TESTS, email=ADMIN_EMAIL, name="tests"
+        change(uow_factory, clock), email=ADMIN_EMAIL, name="tests"
     )
     events: list[TaskEvent] = []
     for minute, (task_id, name, queue, worker, final) in enumerate(TASKS):

@@ -12,7 +12,7 @@ from z4j_domain.rbac import Permission, Role
 from z4j_domain.testing import FakeClock, PlainPasswordHasher
 from z4j_web import accounts
 
-from .support import ADMIN_EMAIL, AUDIT_KEY, TESTS, Backend, Seeded, bearer
+from .support import ADMIN_EMAIL, Backend, Seeded, bearer, change
 
 pytestmark = pytest.mark.anyio
 
@@ -90,11 +90,8 @@ async def add_user(
 ) -> str:
     """Create a user (a member of the default project with ``role``) and return an API key."""
     user = await accounts.create_user(
-        backend.uow_factory,
-        clock,
+        change(backend.uow_factory, clock),
         PlainPasswordHasher(),
-        AUDIT_KEY,
-        TESTS,
         None,
         email=email,
         password=PASSWORD,
@@ -107,7 +104,7 @@ async def add_user(
             await uow.memberships.set(project.id, user.id, role, clock.now())
             await uow.commit()
     created = await accounts.create_api_key(
-        backend.uow_factory, clock, AUDIT_KEY, TESTS, email=email, name="tests"
+        change(backend.uow_factory, clock), email=email, name="tests"
     )
     return created.key
 
@@ -180,10 +177,10 @@ async def test_a_key_bound_to_project_a_cannot_read_project_b(
 ) -> None:
     """An instance admin's key bound to one project gets 404 for every other project."""
     await accounts.create_project(
-        backend.uow_factory, clock, AUDIT_KEY, TESTS, None, slug="other", name="Other"
+        change(backend.uow_factory, clock), None, slug="other", name="Other"
     )
     bound = await accounts.create_api_key(
-        backend.uow_factory, clock, AUDIT_KEY, TESTS, email=ADMIN_EMAIL, name="a", project="other"
+        change(backend.uow_factory, clock), email=ADMIN_EMAIL, name="a", project="other"
     )
     own = await client.get("/api/v1/projects/other/tasks", headers=bearer(bound.key))
     assert own.status_code == 200
@@ -204,7 +201,7 @@ async def test_a_capped_key_does_no_more_than_its_cap(
 ) -> None:
     """An admin's key capped at viewer may read but not change settings or mint agents."""
     capped = await accounts.create_api_key(
-        backend.uow_factory, clock, AUDIT_KEY, TESTS, email=ADMIN_EMAIL, name="ro", role="viewer"
+        change(backend.uow_factory, clock), email=ADMIN_EMAIL, name="ro", role="viewer"
     )
     headers = bearer(capped.key)
     assert (await client.get(f"{P}/tasks", headers=headers)).status_code == 200

@@ -11,7 +11,7 @@ from z4j_domain.errors import InvalidInput
 from z4j_domain.testing import FakeClock
 from z4j_web import auditing
 
-from .support import AUDIT_KEY, TESTS, Backend
+from .support import AUDIT_KEY, TESTS, Backend, change
 
 pytestmark = pytest.mark.anyio
 
@@ -57,12 +57,10 @@ async def test_prune_keeps_the_chain_verifiable_and_is_itself_audited(
     clock.advance(timedelta(days=2).total_seconds())
     await append(backend, clock, 1)
     nothing = await auditing.prune(
-        backend.uow_factory, AUDIT_KEY, TESTS, older_than=timedelta(days=30), now=clock.now()
+        change(backend.uow_factory, clock), older_than=timedelta(days=30)
     )
     assert nothing == auditing.PruneResult(pruned=0, through_seq=None)
-    pruned = await auditing.prune(
-        backend.uow_factory, AUDIT_KEY, TESTS, older_than=timedelta(days=1), now=clock.now()
-    )
+    pruned = await auditing.prune(change(backend.uow_factory, clock), older_than=timedelta(days=1))
     assert pruned == auditing.PruneResult(pruned=5, through_seq=5)
     result = await auditing.verify(backend.uow_factory, AUDIT_KEY)
     assert result.ok, result.broken
@@ -74,12 +72,8 @@ async def test_prune_keeps_the_chain_verifiable_and_is_itself_audited(
     assert newest.record.details == {"through_seq": 5, "pruned": 5}
     # Everything but the head is old now: the head entry stays.
     clock.advance(timedelta(days=3).total_seconds())
-    again = await auditing.prune(
-        backend.uow_factory, AUDIT_KEY, TESTS, older_than=timedelta(days=1), now=clock.now()
-    )
+    again = await auditing.prune(change(backend.uow_factory, clock), older_than=timedelta(days=1))
     assert again == auditing.PruneResult(pruned=1, through_seq=6)
     assert (await auditing.verify(backend.uow_factory, AUDIT_KEY)).ok
     with pytest.raises(InvalidInput):
-        await auditing.prune(
-            backend.uow_factory, AUDIT_KEY, TESTS, older_than=timedelta(hours=1), now=clock.now()
-        )
+        await auditing.prune(change(backend.uow_factory, clock), older_than=timedelta(hours=1))

@@ -23,11 +23,11 @@ from z4j_web.runtime import EXTENSION_KEY, Runtime
 
 from .support import (
     SECRET,
-    TESTS,
     Backend,
     FakeAgent,
     Seeded,
     bearer,
+    change,
     closed_with,
     connected,
     event,
@@ -205,7 +205,7 @@ async def test_unknown_or_revoked_token_is_refused_with_401(
 ) -> None:
     """No token, a wrong one or a revoked one: HTTP 401 before the upgrade, logged and counted."""
     await services.revoke_agent(
-        backend.uow_factory, clock, SECRET, TESTS, project_slug="default", name="workers"
+        change(backend.uow_factory, clock), SECRET, project_slug="default", name="workers"
     )
     with caplog.at_level(logging.WARNING, logger="z4j.gateway"):
         for headers in ({}, bearer("z4ja_nope"), bearer(minted.token), {"Authorization": "x"}):
@@ -397,7 +397,7 @@ async def test_a_revoked_agent_is_disconnected_at_its_next_heartbeat_check(
     """Revoking a connected agent closes its socket (4401) within the re-check interval."""
     async with connected(client, minted.token, agent) as ws:
         await services.revoke_agent(
-            backend.uow_factory, clock, SECRET, TESTS, project_slug="default", name="workers"
+            change(backend.uow_factory, clock), SECRET, project_slug="default", name="workers"
         )
         await ws.send(agent.heartbeat())  # within the interval: still served
         await ws.send(agent.events(1, []))

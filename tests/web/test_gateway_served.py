@@ -20,7 +20,7 @@ from z4j_web import services
 from z4j_web.app import create_app
 from z4j_web.runtime import uow_factory_of
 
-from .support import TESTS, FakeAgent, bearer, event, seed
+from .support import FakeAgent, bearer, change, event, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -71,7 +71,7 @@ async def test_a_real_agent_connection_end_to_end(
     uow_factory = uow_factory_of(database)
     seeded = await seed(uow_factory, FakeClock())
     minted = await services.mint_agent(
-        uow_factory, SystemClock(), settings.secret, TESTS, project_slug="default", name="workers"
+        change(uow_factory, SystemClock()), settings.secret, project_slug="default", name="workers"
     )
     agent = FakeAgent(minted.hmac_secret, SystemClock())
     async with connect(f"{served}/ws/agent", additional_headers=bearer(minted.token)) as ws:
@@ -103,7 +103,7 @@ async def test_a_real_rejection_carries_code_and_reason(
     uow_factory = uow_factory_of(database)
     await seed(uow_factory, FakeClock())
     minted = await services.mint_agent(
-        uow_factory, SystemClock(), settings.secret, TESTS, project_slug="default", name="workers"
+        change(uow_factory, SystemClock()), settings.secret, project_slug="default", name="workers"
     )
     agent = FakeAgent(minted.hmac_secret, SystemClock())
     async with connect(f"{served}/ws/agent", additional_headers=bearer(minted.token)) as ws:

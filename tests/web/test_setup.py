@@ -16,7 +16,7 @@ from z4j_domain.users import hash_secret
 from z4j_web import accounts, services
 from z4j_web.errors import SetupAlreadyDone, SetupTokenInvalid
 
-from .support import ADMIN_EMAIL, ADMIN_PASSWORD, AUDIT_KEY, TESTS, Backend
+from .support import ADMIN_EMAIL, ADMIN_PASSWORD, AUDIT_KEY, Backend, change
 
 pytestmark = pytest.mark.anyio
 
@@ -335,7 +335,7 @@ async def test_api_keys_are_returned_once_and_stored_hashed(
         admin_password=ADMIN_PASSWORD,
     )
     created = await accounts.create_api_key(
-        backend.uow_factory, clock, AUDIT_KEY, TESTS, email="ADMIN@example.com", name=" ci "
+        change(backend.uow_factory, clock), email="ADMIN@example.com", name=" ci "
     )
     assert created.key.startswith("z4j_")
     assert len(created.key) > 40
@@ -377,9 +377,7 @@ async def test_api_key_creation_refuses_bad_input(
         admin_password=ADMIN_PASSWORD,
     )
     with pytest.raises(error, match=message):
-        await accounts.create_api_key(
-            backend.uow_factory, clock, AUDIT_KEY, TESTS, email=email, name=name
-        )
+        await accounts.create_api_key(change(backend.uow_factory, clock), email=email, name=name)
 
 
 async def test_concurrent_uses_of_the_token_create_one_admin(
