@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from z4j_domain.audit import AuditEntry, AuditPage, AuditQuery, ChainHead, Checkpoint
+from z4j_domain.commands import Command, CommandStatus
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
@@ -25,6 +26,7 @@ __all__ = [
     "ApiKeyRepository",
     "AuditLogRepository",
     "Clock",
+    "CommandRepository",
     "InvitationRepository",
     "MembershipRepository",
     "PasswordHasher",
@@ -434,6 +436,49 @@ class SettingRepository(Protocol):
         ...
 
 
+class CommandRepository(Protocol):
+    """Commands to agents, stored before they are sent."""
+
+    async def create(self, command: Command) -> tuple[Command, bool]:
+        """Store ``command``, or return the project's command with the same idempotency key.
+
+        Returns the stored command and whether this call created it. Raise
+        :class:`~z4j_domain.errors.Conflict` if a command with its id exists.
+        """
+        ...
+
+    async def get(self, project_id: int, command_id: str) -> Command | None:
+        """The project's command, or ``None``."""
+        ...
+
+    async def list(
+        self,
+        project_id: int,
+        *,
+        status: CommandStatus | None = None,
+        limit: int = 100,
+        before: datetime | None = None,
+    ) -> Sequence[Command]:
+        """The project's commands, newest first (created before ``before``, with ``status``)."""
+        ...
+
+    async def pending(self, project_id: int, limit: int) -> Sequence[Command]:
+        """The project's pending commands, oldest first: what a connecting agent should run."""
+        ...
+
+    async def overdue(self, now: datetime, limit: int) -> Sequence[Command]:
+        """Unfinished commands of any project whose deadline is at or before ``now``."""
+        ...
+
+    async def save(self, command: Command) -> bool:
+        """Store ``command``'s new state, unless the stored one is already finished.
+
+        Returns whether it was stored: a finished command never changes again,
+        whichever brain or agent reports late.
+        """
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every repository.
 
@@ -499,6 +544,11 @@ class UnitOfWork(Protocol):
     @property
     def audit(self) -> AuditLogRepository:
         """The audit log."""
+        ...
+
+    @property
+    def commands(self) -> CommandRepository:
+        """Commands to agents."""
         ...
 
     async def __aenter__(self) -> Self: ...

@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import attrs
 
@@ -25,6 +25,7 @@ from z4j_domain.audit import (
     Checkpoint,
     genesis_head,
 )
+from z4j_domain.commands import Command, CommandStatus
 from z4j_domain.errors import Conflict
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskCursor, TaskPage, TaskQuery
@@ -82,6 +83,7 @@ class _State:
     memberships: dict[tuple[int, int], Membership] = attrs.Factory(dict)
     invitations: dict[int, Invitation] = attrs.Factory(dict)
     sessions: dict[int, Session] = attrs.Factory(dict)
+    commands: dict[str, Command] = attrs.Factory(dict)
     audit_entries: dict[int, AuditEntry] = attrs.Factory(dict)
     audit_checkpoints: dict[int, Checkpoint] = attrs.Factory(dict)
     audit_head: ChainHead = attrs.Factory(genesis_head)
@@ -571,6 +573,106 @@ class InMemorySessionRepository(_Repository):
         return len(ended)
 
 
+#: What :meth:`InMemoryCommandRepository.save` stores: where the command stands.
+#: What was asked (kind, parameters, key, requester, times) is fixed at creation.
+_COMMAND_STATE: Final = (
+    "status",
+    "agent",
+    "delivered_at",
+    "acked_at",
+    "finished_at",
+    "result",
+    "error",
+)
+
+
+def _detached(command: Command) -> Command:
+    """A copy sharing no mutable JSON with ``command`` (as a database row would)."""
+    return copy.deepcopy(command)
+
+
+class InMemoryCommandRepository(_Repository):
+    """:class:`~z4j_domain.ports.CommandRepository` over a dict."""
+
+    async def create(self, command: Command) -> tuple[Command, bool]:
+        if command.project_id not in self._state.projects:
+            raise Conflict(f"no project with id {command.project_id}")
+        if command.idempotency_key is not None:
+            existing = next(
+                (
+                    c
+                    for c in self._state.commands.values()
+                    if c.project_id == command.project_id
+                    and c.idempotency_key == command.idempotency_key
+                ),
+                None,
+            )
+            if existing is not None:
+                return _detached(existing), False
+        if command.id in self._state.commands:
+            raise Conflict(f"a command with id {command.id!r} already exists")
+        self._state.commands[command.id] = _detached(command)
+        return _detached(command), True
+
+    async def get(self, project_id: int, command_id: str) -> Command | None:
+        command = self._state.commands.get(command_id)
+        if command is None or command.project_id != project_id:
+            return None
+        return _detached(command)
+
+    async def list(
+        self,
+        project_id: int,
+        *,
+        status: CommandStatus | None = None,
+        limit: int = 100,
+        before: datetime | None = None,
+    ) -> Sequence[Command]:
+        selected = sorted(
+            (
+                c
+                for c in self._state.commands.values()
+                if c.project_id == project_id
+                and (status is None or c.status is status)
+                and (before is None or c.created_at < before)
+            ),
+            key=lambda c: (c.created_at, c.id),
+            reverse=True,
+        )
+        return [_detached(c) for c in selected[: max(limit, 0)]]
+
+    async def pending(self, project_id: int, limit: int) -> Sequence[Command]:
+        selected = sorted(
+            (
+                c
+                for c in self._state.commands.values()
+                if c.project_id == project_id and c.status is CommandStatus.PENDING
+            ),
+            key=lambda c: (c.created_at, c.id),
+        )
+        return [_detached(c) for c in selected[: max(limit, 0)]]
+
+    async def overdue(self, now: datetime, limit: int) -> Sequence[Command]:
+        selected = sorted(
+            (
+                c
+                for c in self._state.commands.values()
+                if not c.status.is_finished and c.deadline <= now
+            ),
+            key=lambda c: (c.deadline, c.id),
+        )
+        return [_detached(c) for c in selected[: max(limit, 0)]]
+
+    async def save(self, command: Command) -> bool:
+        stored = self._state.commands.get(command.id)
+        if stored is None or stored.project_id != command.project_id or stored.status.is_finished:
+            return False
+        self._state.commands[command.id] = _detached(
+            attrs.evolve(stored, **{name: getattr(command, name) for name in _COMMAND_STATE})
+        )
+        return True
+
+
 class InMemoryAuditLogRepository(_Repository):
     """:class:`~z4j_domain.ports.AuditLogRepository` over a dict.
 
@@ -676,6 +778,7 @@ class InMemoryUnitOfWork:
         self.memberships = InMemoryMembershipRepository(self)
         self.invitations = InMemoryInvitationRepository(self)
         self.sessions = InMemorySessionRepository(self)
+        self.commands = InMemoryCommandRepository(self)
         self.audit = InMemoryAuditLogRepository(self)
 
     def lock_audit(self) -> None:

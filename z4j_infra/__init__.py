@@ -7,6 +7,7 @@ from the shell's composition root.
 
 from z4j_infra.audit import SqlAuditLogRepository
 from z4j_infra.clock import SystemClock
+from z4j_infra.commands import SqlCommandRepository
 from z4j_infra.database import Database
 from z4j_infra.errors import ConfigError, StorageError
 from z4j_infra.migrations import downgrade, migrate, revisions
@@ -36,6 +37,7 @@ __all__ = [
     "SqlAgentRepository",
     "SqlApiKeyRepository",
     "SqlAuditLogRepository",
+    "SqlCommandRepository",
     "SqlInvitationRepository",
     "SqlMembershipRepository",
     "SqlProjectRepository",

@@ -32,6 +32,7 @@ __all__ = [
     "audit_checkpoints",
     "audit_entries",
     "audit_head",
+    "commands",
     "invitations",
     "memberships",
     "metadata",
@@ -247,6 +248,45 @@ sessions: Final = sa.Table(
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Column("source_ip", sa.Text, nullable=True),
     sa.Column("user_agent", sa.Text, nullable=True),
+)
+
+# Commands to agents. ``requested_by`` carries no foreign key: a user may be
+# deleted, the record of what they asked for stays. Ids are the brain's uuid
+# hex; the C collation makes them tie-break in code-point order, as the fake does.
+commands: Final = sa.Table(
+    "commands",
+    metadata,
+    sa.Column(
+        "id",
+        sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "project_id",
+        sa.Integer,
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("params", JSONType, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("requested_by", sa.Integer, nullable=True),
+    sa.Column("requested_by_name", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("deadline", Timestamp, nullable=False),
+    sa.Column("agent", sa.Text, nullable=True),
+    sa.Column("delivered_at", Timestamp, nullable=True),
+    sa.Column("acked_at", Timestamp, nullable=True),
+    sa.Column("finished_at", Timestamp, nullable=True),
+    sa.Column("result", JSONType, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    # NULL keys never collide (both databases treat NULLs as distinct here).
+    sa.UniqueConstraint("project_id", "idempotency_key"),
+    sa.Index("ix_commands_project", "project_id", "created_at", "id"),
+    sa.Index("ix_commands_status", "project_id", "status", "created_at", "id"),
+    # The sweep of overdue commands: one range per unfinished status.
+    sa.Index("ix_commands_deadline", "status", "deadline"),
 )
 
 # The audit log. ``actor_id`` and ``project_id`` carry no foreign key: deleting

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from z4j_infra.audit import SqlAuditLogRepository
+from z4j_infra.commands import SqlCommandRepository
 from z4j_infra.errors import StorageError, translate_errors
 from z4j_infra.repositories import (
     SqlAgentRepository,
@@ -54,6 +55,7 @@ class SqlUnitOfWork:
         self.memberships = SqlMembershipRepository(self)
         self.invitations = SqlInvitationRepository(self)
         self.sessions = SqlSessionRepository(self)
+        self.commands = SqlCommandRepository(self)
         self.audit = SqlAuditLogRepository(self)
 
     @property
