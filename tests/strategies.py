@@ -564,3 +564,191 @@ def audit_chains(
     return build_audit_chain(
         key, draw(st.lists(audit_records, min_size=min_size, max_size=max_size))
     )
+
+
+# --- Commands and retries (z4j_domain.commands) ---------------------------------
+#
+# Retry arguments mix what redaction must catch (credential keys, credential
+# shapes, nested), marker strings written straight into the arguments (as an
+# older agent or brain left them, with no flag), and harmless values.
+
+#: Every form a marker has taken: the domain's two, and the Celery agent's cuts
+#: (which say what was cut, or mark a cut mapping with a key).
+MARKER_FORMS: list[str] = [
+    "[z4j redacted]",
+    "[z4j truncated]",
+    "[z4j truncated 5000 chars]",
+    "[z4j truncated 3 more items]",
+    "[z4j truncated nesting deeper than 16] [[...]]",
+    "[z4j truncated 300000 bytes of JSON, limit 262144]",
+    "[z4j truncated too large to forward]",
+    "__z4j_truncated__",
+]
+
+#: Text that looks like a marker but is none: never to be mistaken for one.
+MARKER_NEAR_MISSES: list[str] = [
+    "[z4j]",
+    "z4j redacted]",
+    "z4j truncated",
+    "[Z4J REDACTED]",
+    "[z4j  redacted]",
+    "[z4j-redacted]",
+    "(z4j truncated)",
+    "__z4j__",
+    "redacted",
+    "truncated",
+]
+
+
+@st.composite
+def texts_with_marker(draw: st.DrawFn) -> str:
+    """A string holding a marker form, alone or inside longer text."""
+    marker = draw(st.sampled_from(MARKER_FORMS))
+    if draw(st.booleans()):
+        return marker
+    return draw(redaction_filler) + marker + draw(redaction_filler)
+
+
+#: Strings with no marker form in them, near misses included.
+marker_free_texts = st.one_of(
+    st.sampled_from(MARKER_NEAR_MISSES), redaction_filler, st.text(max_size=12)
+)
+
+#: JSON values (tuples too) whose strings and keys hold no marker form.
+marker_free_json: st.SearchStrategy[Any] = st.recursive(
+    st.one_of(json_scalars, marker_free_texts),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.lists(children, max_size=3).map(tuple),
+        st.dictionaries(marker_free_texts, children, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def json_with_marker(draw: st.DrawFn) -> Any:
+    """A JSON value with a marker somewhere: a value, a key, or inside a longer string."""
+    marker = draw(texts_with_marker())
+    if draw(st.booleans()):
+        return draw(nest_in_json({marker: draw(harmless_json)}))
+    return draw(nest_in_json(marker))
+
+
+@st.composite
+def secret_json(draw: st.DrawFn) -> Any:
+    """A JSON value that the default redaction changes: a credential under a key or in text."""
+    if draw(st.booleans()):
+        return draw(
+            nest_in_json(
+                draw(json_scalars.filter(lambda v: v is not None)), key=draw(credential_keys())
+            )
+        )
+    return draw(nest_in_json(draw(texts_with_credential())[0]))
+
+
+#: What one argument may be: harmless, a secret for redaction to catch, or a marker.
+retry_argument_values = st.one_of(harmless_json, harmless_json, secret_json(), json_with_marker())
+
+#: A task's positional arguments, as its events carry them.
+retry_args = st.lists(retry_argument_values, max_size=3)
+
+
+@st.composite
+def retry_kwargs(draw: st.DrawFn) -> dict[str, Any]:
+    """A task's keyword arguments: harmless names, credential names, marker names."""
+    names = st.one_of(harmless_keys, credential_keys(), texts_with_marker())
+    return draw(st.dictionaries(names, retry_argument_values, max_size=3))
+
+
+def _mostly(usual: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``usual`` about eight times in ten, ``rare`` or ``None`` once each."""
+    return st.integers(min_value=0, max_value=9).flatmap(
+        lambda n: usual if n < 8 else (rare if n == 8 else st.none())
+    )
+
+
+#: A task's name, queue or routing key: mostly ordinary, sometimes a marker, sometimes unknown.
+retry_names = _mostly(st.sampled_from(["app.add", "app.send_email"]), texts_with_marker())
+retry_queues = _mostly(st.sampled_from(["celery", "priority"]), texts_with_marker())
+
+
+@st.composite
+def retry_events(draw: st.DrawFn, *, task_id: str = "task-1") -> list[TaskEvent]:
+    """A task's events carrying arguments that may hold secrets or markers, not yet redacted.
+
+    Some carry the flags an agent sets for its own cuts. The task has one name,
+    queue and routing key, which each event carries or leaves out.
+    """
+    size = draw(st.integers(min_value=1, max_value=3))
+    name, queue, routing_key = draw(retry_names), draw(retry_queues), draw(retry_queues)
+    return [
+        TaskEvent(
+            id=f"{task_id}-e{i}",
+            task_id=task_id,
+            kind=draw(ANY_KIND),
+            timestamp=draw(timestamps),
+            attempt=draw(SMALL_ATTEMPTS),
+            name=name if i == 0 or draw(st.booleans()) else None,
+            queue=queue if draw(st.booleans()) else None,
+            routing_key=routing_key if draw(st.booleans()) else None,
+            args=draw(_maybe(retry_args)),
+            kwargs=draw(_maybe(retry_kwargs())),
+            **draw(payload_flags),
+        )
+        for i in range(size)
+    ]
+
+
+#: Retry overrides, mostly absent: valid and invalid queues, countdowns (negative, over a
+#: year, NaN) and etas.
+retry_queue_overrides = _mostly(
+    st.none(),
+    st.one_of(
+        st.sampled_from(["celery", "priority", "", "   ", "\t"]),
+        texts_with_marker(),
+        st.text(max_size=8),
+    ),
+)
+retry_countdowns = _mostly(
+    st.none(),
+    st.one_of(
+        st.floats(min_value=0, max_value=366 * 86_400),
+        st.integers(min_value=-10, max_value=10),
+        st.sampled_from([-0.5, 366 * 86_400, 366 * 86_400 + 1, 10**9]),
+        st.floats(),
+    ),
+)
+retry_etas = _mostly(st.none(), aware_datetimes)
+
+
+# --- Command lifecycle --------------------------------------------------------
+
+#: Times of transitions on a command created at BASE_TIME with a ten-minute deadline: before,
+#: at and after the deadline, in assorted zones.
+command_times = st.tuples(
+    st.one_of(st.integers(min_value=0, max_value=20 * 60), st.just(10 * 60)),
+    st.sampled_from([timedelta(0), timedelta(hours=2), timedelta(hours=-5, minutes=-30)]),
+).map(lambda t: (BASE_TIME + timedelta(seconds=t[0])).astimezone(timezone(t[1])))
+
+#: Command results as agents report them, NaN and infinities included.
+command_results = _maybe(
+    st.dictionaries(st.text(max_size=6), st.one_of(json_values, st.floats()), max_size=3)
+)
+
+#: One transition call on a command: (method name, positional args, keyword args).
+command_transitions: st.SearchStrategy[tuple[str, tuple[Any, ...], dict[str, Any]]] = st.one_of(
+    st.tuples(
+        st.just("deliver"), st.tuples(st.sampled_from(["a1", "a2"]), command_times), st.just({})
+    ),
+    st.tuples(st.just("acknowledge"), st.tuples(command_times), st.just({})),
+    st.tuples(
+        st.just("finish"),
+        st.tuples(command_times),
+        st.fixed_dictionaries(
+            {"result": command_results}, optional={"error": st.sampled_from(["boom", ""])}
+        ),
+    ),
+    st.tuples(st.just("expire"), st.tuples(command_times), st.just({})),
+    st.tuples(st.just("redeliverable"), st.just(()), st.just({})),
+)

@@ -24,7 +24,7 @@ from typing import Any, Final
 import attrs
 
 from z4j_domain._validators import aware_utc, optional_aware_utc
-from z4j_domain.encoding import canonical_json, storable_json
+from z4j_domain.encoding import canonical_json, storable_json, storable_text
 from z4j_domain.errors import InvalidInput
 from z4j_domain.redaction import REDACTED, TRUNCATED
 from z4j_domain.tasks import JSONValue, Task
@@ -41,8 +41,14 @@ __all__ = [
 
 #: How long a command may wait for an agent and run before it is ``timed_out``.
 DEFAULT_COMMAND_TIMEOUT: Final = timedelta(minutes=10)
-_IDEMPOTENCY_KEY: Final = re.compile(r"^[\x21-\x7e]{1,200}$")
+_IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,200}")
 _MAX_PARAMS_BYTES: Final = 256 * 1024
+_MAX_COUNTDOWN: Final = 366 * 86_400
+# What every marker z4j ever wrote contains: the domain's two, and the Celery
+# agent's own cuts, which say what was cut ("[z4j truncated 5000 chars]") or
+# mark a cut mapping by a key ("__z4j_truncated__"). Agents from before the
+# payload flags existed (and rows stored then) have such markers and no flag.
+_MARKER_FRAGMENTS: Final = (REDACTED[:-1], TRUNCATED[:-1], "__z4j_truncated__")
 
 
 class CommandKind(enum.StrEnum):
@@ -85,8 +91,25 @@ def _params(value: Mapping[str, Any]) -> dict[str, Any]:
     return dict(storable_json(dict(value)))
 
 
+def _optional_result(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput("a command's result must be a mapping")
+    return dict(storable_json(dict(value)))
+
+
+def _optional_text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"expected a string, got {type(value).__name__}")
+    return storable_text(value)
+
+
 def _idempotency_key(_instance: Any, _attribute: Any, value: str | None) -> None:
-    if value is not None and (not isinstance(value, str) or not _IDEMPOTENCY_KEY.match(value)):
+    # fullmatch: "$" would also match before a trailing newline.
+    if value is not None and (not isinstance(value, str) or not _IDEMPOTENCY_KEY.fullmatch(value)):
         raise InvalidInput("an idempotency key is 1 to 200 printable ASCII characters, no spaces")
 
 
@@ -113,17 +136,19 @@ class Command:
     delivered_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
     acked_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
     finished_at: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
-    result: Mapping[str, Any] | None = None
-    error: str | None = None
+    result: Mapping[str, Any] | None = attrs.field(default=None, converter=_optional_result)
+    error: str | None = attrs.field(default=None, converter=_optional_text)
 
     def deliver(self, agent: str, at: datetime) -> Command:
         """Handed to ``agent``; a pending command only (else unchanged)."""
+        at = aware_utc(at)
         if self.status is not CommandStatus.PENDING:
             return self
         return attrs.evolve(self, status=CommandStatus.DELIVERED, agent=agent, delivered_at=at)
 
     def acknowledge(self, at: datetime) -> Command:
         """The agent took it on; a delivered command only (else unchanged)."""
+        at = aware_utc(at)
         if self.status is not CommandStatus.DELIVERED:
             return self
         return attrs.evolve(self, status=CommandStatus.ACKED, acked_at=at)
@@ -132,19 +157,15 @@ class Command:
         self, at: datetime, *, result: Mapping[str, Any] | None = None, error: str | None = None
     ) -> Command:
         """The agent's outcome: ``error`` makes it failed; a finished command stays as it is."""
+        at = aware_utc(at)
         if self.status.is_finished:
             return self
         status = CommandStatus.FAILED if error is not None else CommandStatus.SUCCEEDED
-        return attrs.evolve(
-            self,
-            status=status,
-            finished_at=at,
-            result=dict(storable_json(dict(result))) if result is not None else None,
-            error=error,
-        )
+        return attrs.evolve(self, status=status, finished_at=at, result=result, error=error)
 
     def expire(self, now: datetime) -> Command:
         """``timed_out`` if unfinished at its deadline (else unchanged)."""
+        now = aware_utc(now)
         if self.status.is_finished or now < self.deadline:
             return self
         return attrs.evolve(
@@ -162,12 +183,17 @@ class Command:
 
 
 def contains_marker(value: object) -> bool:
-    """Whether a redaction or truncation marker appears anywhere in ``value`` (keys included)."""
+    """Whether a redaction or truncation marker appears anywhere in ``value`` (keys included).
+
+    Every form counts: :data:`REDACTED`, :data:`TRUNCATED` and the Celery
+    agent's cut markers (``"[z4j truncated 5000 chars]"``, the key
+    ``"__z4j_truncated__"``), whole or inside a longer string.
+    """
     if isinstance(value, str):
-        return REDACTED in value or TRUNCATED in value
+        return any(fragment in value for fragment in _MARKER_FRAGMENTS)
     if isinstance(value, Mapping):
         return any(contains_marker(k) or contains_marker(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return any(contains_marker(item) for item in value)
     return False
 
@@ -228,15 +254,24 @@ def plan_retry(
         )
     if countdown is not None and eta is not None:
         raise InvalidInput("give countdown or eta, not both")
-    if countdown is not None and not 0 <= countdown <= 366 * 86_400:
+    if countdown is not None and (
+        isinstance(countdown, bool)
+        or not isinstance(countdown, (int, float))
+        or not 0 <= countdown <= _MAX_COUNTDOWN
+    ):
         raise InvalidInput("countdown is a number of seconds from 0 to a year")
+    if eta is not None and (
+        not isinstance(eta, datetime) or eta.tzinfo is None or eta.utcoffset() is None
+    ):
+        raise InvalidInput("eta must be a datetime with a timezone")
     if queue is not None and (not isinstance(queue, str) or not queue.strip()):
         raise InvalidInput("queue must be a non-empty string")
     target_queue = queue if queue is not None else task.queue
     routing_key = None if queue is not None else task.routing_key
-    if contains_marker([task.name, target_queue, routing_key]):
+    if contains_marker([task.id, task.name, target_queue, routing_key]):
         raise InvalidInput(
-            f"task {task.id!r} cannot be retried: its name, queue or routing key was redacted"
+            f"task {task.id!r} cannot be retried: its id, name, queue or routing key holds"
+            " a redaction or truncation marker"
         )
     marked = (
         task.arguments_redacted
