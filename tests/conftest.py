@@ -247,3 +247,17 @@ def uow_factory(request: pytest.FixtureRequest) -> Iterator[UnitOfWorkFactory]:
         yield request.getfixturevalue("sqlite_database").unit_of_work
     else:
         yield request.getfixturevalue("postgres_database").unit_of_work
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def isolating_uow_factory(request: pytest.FixtureRequest) -> UnitOfWorkFactory:
+    """The SQL backends: the ones that isolate interleaved transactions.
+
+    The in-memory fake serializes by running one coroutine at a time and makes
+    no isolation promise for interleaved transactions, so it is not one of them.
+    """
+    name = "sqlite_database" if request.param == "sqlite" else "postgres_database"
+    factory: UnitOfWorkFactory = request.getfixturevalue(name).unit_of_work
+    return factory

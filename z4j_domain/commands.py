@@ -16,6 +16,7 @@ the agent to recover from the result backend, or the retry is refused.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -48,7 +49,13 @@ _MAX_COUNTDOWN: Final = 366 * 86_400
 # agent's own cuts, which say what was cut ("[z4j truncated 5000 chars]") or
 # mark a cut mapping by a key ("__z4j_truncated__"). Agents from before the
 # payload flags existed (and rows stored then) have such markers and no flag.
-_MARKER_FRAGMENTS: Final = (REDACTED[:-1], TRUNCATED[:-1], "__z4j_truncated__")
+# The last one is what storable_json leaves of a value nested too deep to store.
+_MARKER_FRAGMENTS: Final = (
+    REDACTED[:-1],
+    TRUNCATED[:-1],
+    "__z4j_truncated__",
+    "<nested deeper than ",
+)
 
 
 class CommandKind(enum.StrEnum):
@@ -88,7 +95,13 @@ def _params(value: Mapping[str, Any]) -> dict[str, Any]:
     encoded = canonical_json(storable_json(dict(value)))
     if len(encoded) > _MAX_PARAMS_BYTES:
         raise InvalidInput(f"command parameters are limited to {_MAX_PARAMS_BYTES} bytes")
-    return dict(storable_json(dict(value)))
+    return _decoded(encoded)
+
+
+def _decoded(encoded: bytes) -> dict[str, Any]:
+    # A decoded copy: nothing nested is shared with the caller's objects.
+    document: dict[str, Any] = json.loads(encoded)
+    return document
 
 
 def _optional_result(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -96,7 +109,7 @@ def _optional_result(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     if not isinstance(value, Mapping):
         raise InvalidInput("a command's result must be a mapping")
-    return dict(storable_json(dict(value)))
+    return _decoded(canonical_json(storable_json(dict(value))))
 
 
 def _optional_text(value: str | None) -> str | None:

@@ -327,20 +327,6 @@ async def test_accepting_as_an_unknown_user_conflicts(uow_factory: UnitOfWorkFac
         await uow.commit()
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def isolating_uow_factory(request: pytest.FixtureRequest) -> UnitOfWorkFactory:
-    """The SQL backends: the ones that isolate interleaved transactions.
-
-    The in-memory fake serializes by running one coroutine at a time and makes
-    no isolation promise for interleaved transactions, so it is not one of them.
-    """
-    name = "sqlite_database" if request.param == "sqlite" else "postgres_database"
-    factory: UnitOfWorkFactory = request.getfixturevalue(name).unit_of_work
-    return factory
-
-
 async def test_concurrent_acceptances_one_wins(isolating_uow_factory: UnitOfWorkFactory) -> None:
     """Two transactions accepting the same invitation at once: exactly one gets True."""
     uow_factory = isolating_uow_factory

@@ -447,20 +447,6 @@ async def test_save_stores_the_state_not_the_request(uow_factory: UnitOfWorkFact
 # -- interleaved transactions (SQL backends) ------------------------------------------
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def isolating_uow_factory(request: pytest.FixtureRequest) -> UnitOfWorkFactory:
-    """The SQL backends: the ones that isolate interleaved transactions.
-
-    The in-memory fake serializes by running one coroutine at a time and makes
-    no isolation promise for interleaved transactions, so it is not one of them.
-    """
-    name = "sqlite_database" if request.param == "sqlite" else "postgres_database"
-    factory: UnitOfWorkFactory = request.getfixturevalue(name).unit_of_work
-    return factory
-
-
 async def test_concurrent_creates_with_one_key_store_one_command(
     isolating_uow_factory: UnitOfWorkFactory,
 ) -> None:

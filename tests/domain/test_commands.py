@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -626,3 +626,24 @@ def test_a_command_is_immutable() -> None:
     assert delivered.status is DELIVERED
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         command.status = DELIVERED  # type: ignore[misc]
+
+
+def test_arguments_cut_for_nesting_too_deep_are_recovered_not_sent() -> None:
+    """Arguments stored cut off for nesting too deep (no flag set) are never sent as they are."""
+    deep: Any = "leaf"
+    for _ in range(100):
+        deep = [deep]
+    event = TaskEvent(
+        id="e1",
+        task_id="t1",
+        kind=EventKind.SENT,
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+        name="app.deep",
+        args=[deep],
+    )
+    task = fold([event])
+    assert not task.arguments_truncated
+    assert contains_marker(task.args)
+    plan = plan_retry(task)
+    assert plan.recover_arguments
+    assert "args" not in plan.params()
