@@ -6,9 +6,7 @@ Each test takes ``uow_factory`` and so runs once per backend.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -32,37 +30,11 @@ from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.rbac import Membership, Role
 from z4j_domain.users import Invitation
 
+from .support import T0, at, new_project, new_user
+
 pytestmark = pytest.mark.anyio
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 KEY = audit_key("contract-test-secret")
-_names = itertools.count(1)
-
-
-def at(seconds: float) -> datetime:
-    """T0 plus ``seconds``."""
-    return T0 + timedelta(seconds=seconds)
-
-
-async def new_project(factory: UnitOfWorkFactory) -> int:
-    """Create (and commit) a project; return its id."""
-    async with factory() as uow:
-        project = await uow.projects.create(slug=f"p{next(_names)}", name="Project", created_at=T0)
-        await uow.commit()
-    return project.id
-
-
-async def new_user(factory: UnitOfWorkFactory, email: str | None = None) -> int:
-    """Create (and commit) a user; return its id."""
-    async with factory() as uow:
-        user = await uow.users.create(
-            email=email or f"u{next(_names)}@example.com",
-            password_hash=None,
-            is_admin=False,
-            created_at=T0,
-        )
-        await uow.commit()
-    return user.id
 
 
 # -- users and API keys ---------------------------------------------------------------

@@ -7,10 +7,9 @@ interleaved transactions, which take ``isolating_uow_factory`` (the SQL backends
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import anyio
@@ -21,10 +20,10 @@ from z4j_domain.commands import Command, CommandKind, CommandStatus
 from z4j_domain.errors import Conflict
 from z4j_domain.ports import UnitOfWorkFactory
 
+from .support import at, new_project
+
 pytestmark = pytest.mark.anyio
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-_slugs = itertools.count(1)
 
 #: Nested, unicode, and numbers that JSON stores in more than one way.
 PARAMS: Mapping[str, Any] = {
@@ -35,19 +34,6 @@ PARAMS: Mapping[str, Any] = {
     "queue": None,
     "recover_arguments": False,
 }
-
-
-def at(seconds: float) -> datetime:
-    """T0 plus ``seconds``."""
-    return T0 + timedelta(seconds=seconds)
-
-
-async def new_project(factory: UnitOfWorkFactory) -> int:
-    """Create (and commit) a project; return its id."""
-    async with factory() as uow:
-        project = await uow.projects.create(slug=f"p{next(_slugs)}", name="Project", created_at=T0)
-        await uow.commit()
-    return project.id
 
 
 def make(
