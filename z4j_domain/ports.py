@@ -7,7 +7,7 @@ against all of them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -160,8 +160,8 @@ class UserRepository(Protocol):
         """The user with this (normalized) email, or ``None``."""
         ...
 
-    async def list(self) -> Sequence[User]:
-        """All users, by email."""
+    async def list(self, ids: Collection[int] | None = None) -> Sequence[User]:
+        """All users, or those of ``ids`` (unknown ids are skipped), by email."""
         ...
 
     async def set_password(self, user_id: int, password_hash: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self
@@ -252,8 +252,10 @@ class InMemoryUserRepository(_Repository):
     async def get_by_email(self, email: str) -> User | None:
         return next((u for u in self._state.users.values() if u.email == email), None)
 
-    async def list(self) -> Sequence[User]:
-        return sorted(self._state.users.values(), key=lambda u: u.email)
+    async def list(self, ids: Collection[int] | None = None) -> Sequence[User]:
+        wanted = None if ids is None else set(ids)
+        users = [u for u in self._state.users.values() if wanted is None or u.id in wanted]
+        return sorted(users, key=lambda u: u.email)
 
     async def set_password(self, user_id: int, password_hash: str) -> None:
         user = self._state.users.get(user_id)

@@ -13,7 +13,7 @@ must leave the unit of work usable, as the in-memory fake does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -272,9 +272,12 @@ class SqlUserRepository(_SqlRepository):
         row = result.first()
         return None if row is None else _row_to_user(row)
 
-    async def list(self) -> Sequence[User]:
-        """All users, by email."""
-        result = await self._uow.execute(sa.select(users))
+    async def list(self, ids: Collection[int] | None = None) -> Sequence[User]:
+        """All users, or those of ``ids`` (unknown ids are skipped), by email."""
+        statement = sa.select(users)
+        if ids is not None:
+            statement = statement.where(users.c.id.in_(list(ids)))
+        result = await self._uow.execute(statement)
         # Sorted in Python: code-point order whatever the database's collation.
         return sorted((_row_to_user(row) for row in result), key=lambda u: u.email)
 

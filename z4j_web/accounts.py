@@ -9,10 +9,12 @@ it is given.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -44,6 +46,7 @@ __all__ = [
     "MAX_FAILED_LOGINS_PER_IP",
     "AcceptedInvitation",
     "Access",
+    "NewApiKey",
     "NewInvitation",
     "NewSession",
     "Principal",
@@ -85,8 +88,16 @@ _MAX_INVITATION_TTL: Final = timedelta(days=30)
 SESSION_TOKEN_PREFIX: Final = "z4js_"  # noqa: S105 - a prefix, not a secret
 INVITATION_TOKEN_PREFIX: Final = "z4ji_"  # noqa: S105 - a prefix, not a secret
 _MAX_TOKEN_LENGTH: Final = 256
-_TOUCH_INTERVAL: Final = services.TOUCH_INTERVAL
+MAX_API_KEY_NAME_LENGTH: Final = 100
+# Keys are ~48 characters; anything much longer is not one of ours.
+_MAX_API_KEY_LENGTH: Final = 256
+#: How many characters of a key are kept in clear so a person can recognise it.
+_API_KEY_DISPLAY_LENGTH: Final = len(API_KEY_PREFIX) + 6
+# Recording every use of a key or session would turn every read request into
+# a write; a last use is only ever shown to about the minute.
+_TOUCH_INTERVAL: Final = timedelta(seconds=60)
 _WRONG_LOGIN: Final = "wrong email or password"
+_GONE_MEANWHILE: Final = "this invitation link was used, revoked or has expired meanwhile"
 
 
 @attrs.frozen(kw_only=True)
@@ -107,6 +118,19 @@ class Principal:
     def instance_admin(self) -> bool:
         """Whether the request may act as instance admin (never through a restricted key)."""
         return self.user.is_admin and not self.restricted
+
+    def grant(self, project: Project, role: Role | None) -> Grant | None:
+        """What the request may do in ``project`` given the user's ``role`` there.
+
+        ``None`` when the project lies outside the key's binding; a grant that
+        cannot see the project (``can_see`` false) when the user has no part in it.
+        """
+        key = self.api_key
+        if key is not None and key.project_id not in (None, project.id):
+            return None
+        return Grant(
+            role=role, instance_admin=self.user.is_admin, cap=key.role if key is not None else None
+        )
 
     def actor(self, source_ip: str | None) -> Actor:
         """The audit log's actor for this principal."""
@@ -147,16 +171,9 @@ async def access(
     project = await uow.projects.get_by_slug(slug) if isinstance(slug, str) else None
     if project is None:
         raise missing
-    key = principal.api_key
-    if key is not None and key.project_id is not None and key.project_id != project.id:
-        raise missing
     membership = await uow.memberships.get(project.id, principal.user.id)
-    grant = Grant(
-        role=membership.role if membership is not None else None,
-        instance_admin=principal.user.is_admin,
-        cap=key.role if key is not None else None,
-    )
-    if not grant.can_see:
+    grant = principal.grant(project, membership.role if membership is not None else None)
+    if grant is None or not grant.can_see:
         raise missing
     result = Access(project=project, grant=grant)
     if permission is not None:
@@ -173,17 +190,10 @@ async def visible_projects(
         roles = {
             m.project_id: m.role for m in await uow.memberships.list_for_user(principal.user.id)
         }
-    key = principal.api_key
     visible = []
     for project in projects:
-        if key is not None and key.project_id not in (None, project.id):
-            continue
-        grant = Grant(
-            role=roles.get(project.id),
-            instance_admin=principal.user.is_admin,
-            cap=key.role if key is not None else None,
-        )
-        if grant.can_see:
+        grant = principal.grant(project, roles.get(project.id))
+        if grant is not None and grant.can_see:
             visible.append((project, grant))
     return visible
 
@@ -196,7 +206,7 @@ def _require_instance_admin(principal: Principal, what: str) -> None:
 async def authenticate_key(uow_factory: UnitOfWorkFactory, clock: Clock, key: str) -> Principal:
     """The principal of a Bearer API key, or raise :class:`AuthenticationFailed`."""
     rejected = AuthenticationFailed("invalid or revoked API key", credentials_given=True)
-    if not key.startswith(API_KEY_PREFIX) or len(key) > services.MAX_API_KEY_LENGTH:
+    if not key.startswith(API_KEY_PREFIX) or len(key) > _MAX_API_KEY_LENGTH:
         raise rejected
     async with uow_factory() as uow:
         api_key = await uow.api_keys.get_by_hash(hash_secret(key))
@@ -204,11 +214,29 @@ async def authenticate_key(uow_factory: UnitOfWorkFactory, clock: Clock, key: st
     if api_key is None or not api_key.is_active or user is None:
         raise rejected
     now = clock.now()
-    if api_key.last_used_at is None or now - api_key.last_used_at >= _TOUCH_INTERVAL:
-        key_id = api_key.id
-        await services.write_only(uow_factory, lambda uow: uow.api_keys.touch(key_id, now))
+    key_id = api_key.id
+    if await _record_use(
+        uow_factory, api_key.last_used_at, now, lambda u: u.api_keys.touch(key_id, now)
+    ):
         api_key = attrs.evolve(api_key, last_used_at=now)
     return Principal(user=user, api_key=api_key)
+
+
+async def _record_use(
+    uow_factory: UnitOfWorkFactory,
+    last: datetime | None,
+    now: datetime,
+    touch: Callable[[UnitOfWork], Awaitable[None]],
+) -> bool:
+    """Record a use of a key or session, at most once a minute; whether it was recorded.
+
+    Recording every use would make every read request a write; a last use is
+    only ever shown to about the minute.
+    """
+    if last is not None and now - last < _TOUCH_INTERVAL:
+        return False
+    await services.write_only(uow_factory, touch)
+    return True
 
 
 # -- logins and sessions ------------------------------------------------------------------
@@ -228,7 +256,8 @@ def csrf_token(key: bytes, session_token: str) -> str:
     return hmac.new(key, b"z4j-csrf:" + session_token.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-_dummy_hashes: dict[int, str] = {}
+# A hash of a random password per hasher, made once: what an unknown email is checked against.
+_dummy_hashes: weakref.WeakKeyDictionary[PasswordHasher, str] = weakref.WeakKeyDictionary()
 
 
 async def _verify_password(hasher: PasswordHasher, user: User | None, password: str) -> bool:
@@ -236,10 +265,10 @@ async def _verify_password(hasher: PasswordHasher, user: User | None, password: 
     # response times do not reveal which emails have accounts.
     stored = user.password_hash if user is not None else None
     if stored is None:
-        stored = _dummy_hashes.get(id(hasher))
+        stored = _dummy_hashes.get(hasher)
         if stored is None:
             stored = await anyio.to_thread.run_sync(hasher.hash, new_token())
-            _dummy_hashes[id(hasher)] = stored
+            _dummy_hashes[hasher] = stored
     ok = await anyio.to_thread.run_sync(hasher.verify, stored, password)
     return ok and user is not None and user.password_hash is not None
 
@@ -337,17 +366,17 @@ async def resolve_session(
     if session is None or user is None:
         raise rejected
     if not session.is_live(now, idle):
-        session_id = session.id
-        await services.write_only(uow_factory, lambda uow: _forget(uow, session_id))
+        await services.write_only(uow_factory, functools.partial(_forget, session_id=session.id))
         raise rejected
-    if now - session.last_seen_at >= _TOUCH_INTERVAL:
-        session_id = session.id
-        await services.write_only(uow_factory, lambda uow: uow.sessions.touch(session_id, now))
+    session_id = session.id
+    if await _record_use(
+        uow_factory, session.last_seen_at, now, lambda u: u.sessions.touch(session_id, now)
+    ):
         session = attrs.evolve(session, last_seen_at=now)
     return Principal(user=user, session=session)
 
 
-async def _forget(uow: UnitOfWork, session_id: int) -> None:
+async def _forget(uow: UnitOfWork, *, session_id: int) -> None:
     await uow.sessions.delete(session_id)
 
 
@@ -407,6 +436,27 @@ async def change_password(
 # -- API keys -------------------------------------------------------------------------------
 
 
+@attrs.frozen(kw_only=True)
+class NewApiKey:
+    """A freshly minted API key; ``key`` is the only time the secret is available."""
+
+    key: str = attrs.field(repr=False)
+    api_key: ApiKey
+    user: User
+
+
+def _validate_key_name(name: str) -> str:
+    """Return the cleaned name of a new API key, or raise :class:`InvalidInput`."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not name:
+        raise InvalidInput("an API key needs a name (what it is for, e.g. 'ci')")
+    if len(name) > MAX_API_KEY_NAME_LENGTH:
+        raise InvalidInput(f"an API key's name is at most {MAX_API_KEY_NAME_LENGTH} characters")
+    if not name.isprintable():
+        raise InvalidInput("an API key's name must be printable text (no control characters)")
+    return name
+
+
 async def create_api_key(
     change: Change,
     *,
@@ -415,14 +465,14 @@ async def create_api_key(
     project: str | None = None,
     role: str | None = None,
     creator: ApiKey | None = None,
-) -> services.NewApiKey:
+) -> NewApiKey:
     """Mint an API key for the user with ``email``, optionally bound to a project and capped.
 
     A key created through another key (``creator``) can be no broader than it:
     bound to the same project and capped at most at the same role.
     """
     normalized = services.normalize_user_email(email)
-    name = services.validate_key_name(name)
+    name = _validate_key_name(name)
     cap = parse_role(role) if role is not None else None
     limit = creator.role if creator is not None else None
     if limit is not None and (cap is None or not at_least(limit, cap)):
@@ -446,7 +496,7 @@ async def create_api_key(
             user_id=user.id,
             name=name,
             key_hash=hash_secret(key),
-            prefix=key[: services.API_KEY_DISPLAY_LENGTH],
+            prefix=key[:_API_KEY_DISPLAY_LENGTH],
             created_at=now,
             project_id=project_id,
             role=cap,
@@ -463,7 +513,7 @@ async def create_api_key(
             )
         )
         await work.commit()
-    return services.NewApiKey(key=key, api_key=api_key, user=user)
+    return NewApiKey(key=key, api_key=api_key, user=user)
 
 
 async def list_api_keys(uow_factory: UnitOfWorkFactory, user: User) -> Sequence[ApiKey]:
@@ -573,10 +623,9 @@ async def list_members(
 ) -> list[tuple[Membership, User]]:
     """The project's members with their users, by email."""
     async with uow_factory() as uow:
-        memberships = await uow.memberships.list_for_project(project.id)
-        users = {m.user_id: await uow.users.get(m.user_id) for m in memberships}
-    members = [(m, u) for m in memberships if (u := users[m.user_id]) is not None]
-    return sorted(members, key=lambda pair: pair[1].email)
+        memberships = {m.user_id: m for m in await uow.memberships.list_for_project(project.id)}
+        users = await uow.users.list(memberships.keys())
+    return [(memberships[user.id], user) for user in users]
 
 
 async def _guard_last_admin(uow: UnitOfWork, project: Project, current: Membership) -> None:
@@ -592,7 +641,7 @@ async def set_member_role(
     *,
     email: str,
     role: str,
-) -> Membership:
+) -> tuple[Membership, User]:
     """Give an existing user ``role`` in the project (adding them, or changing their role)."""
     normalized = services.normalize_user_email(email)
     new_role = parse_role(role)
@@ -603,7 +652,7 @@ async def set_member_role(
             raise NotFound(f"no user with email {normalized!r}; invite them instead")
         current = await work.uow.memberships.get(project.id, user.id)
         if current is not None and current.role is new_role:
-            return current
+            return current, user
         if current is not None and new_role is not Role.ADMIN:
             await _guard_last_admin(work.uow, project, current)
         membership = await work.uow.memberships.set(project.id, user.id, new_role, now)
@@ -618,7 +667,7 @@ async def set_member_role(
             )
         )
         await work.commit()
-    return membership
+    return membership, user
 
 
 async def remove_member(
@@ -807,17 +856,17 @@ async def accept_invitation(
         invitation = await _invitation_of(work.uow, token)
         project = await work.uow.projects.get(invitation.project_id)
         if project is None or invitation.status(now) is not InvitationStatus.PENDING:
-            raise NotFound("this invitation link was used, revoked or has expired meanwhile")
+            raise NotFound(_GONE_MEANWHILE)
         user = await work.uow.users.get_by_email(invitation.email)
         created = user is None
         if user is None:
             if password_hash is None:
-                raise NotFound("this invitation link was used, revoked or has expired meanwhile")
+                raise NotFound(_GONE_MEANWHILE)
             user = await work.uow.users.create(
                 email=invitation.email, password_hash=password_hash, is_admin=False, created_at=now
             )
         if not await work.uow.invitations.mark_accepted(invitation.id, user.id, now):
-            raise NotFound("this invitation link was used, revoked or has expired meanwhile")
+            raise NotFound(_GONE_MEANWHILE)
         membership = await work.uow.memberships.set(project.id, user.id, invitation.role, now)
         actor = Actor(name=user.email, user_id=user.id, source_ip=source_ip)
         await work.append(

@@ -76,7 +76,7 @@ def task_query_params(args: MultiDict[str, str]) -> dict[str, Any]:
 async def list_tasks(project: str) -> dict[str, Any]:
     """One page of the project's tasks, newest first, with the next page's cursor."""
     query = TaskQuery.from_params(task_query_params(request.args))
-    page = await services.list_tasks(current_runtime().uow, project, query)
+    page = await services.list_tasks(current_runtime().uow, current_access().project, query)
     return {
         "items": [task_to_dict(task) for task in page.items],
         "next_cursor": page.next_cursor.encode() if page.next_cursor else None,
@@ -87,7 +87,7 @@ async def list_tasks(project: str) -> dict[str, Any]:
 @require(Permission.READ_TASKS)
 async def get_task(project: str, task_id: str) -> dict[str, Any]:
     """A task and its events in timeline order."""
-    task, events = await services.get_task(current_runtime().uow, project, task_id)
+    task, events = await services.get_task(current_runtime().uow, current_access().project, task_id)
     return {**task_to_dict(task), "events": [event_to_dict(event) for event in events]}
 
 
@@ -98,7 +98,7 @@ async def list_workers(project: str) -> dict[str, Any]:
     runtime = current_runtime()
     workers = await services.list_workers(
         runtime.uow,
-        project,
+        current_access().project,
         now=runtime.clock.now(),
         policy=runtime.settings.reconcile,
         listening_since=runtime.reconciler.listening_since,
@@ -153,7 +153,7 @@ async def put_redaction(project: str) -> dict[str, Any]:
 @require(Permission.READ_TASKS)
 async def list_queues(project: str) -> dict[str, Any]:
     """Task counts per queue and state."""
-    summaries = await services.queue_summaries(current_runtime().uow, project)
+    summaries = await services.queue_summaries(current_runtime().uow, current_access().project)
     return {
         "items": [
             {"queue": summary.queue, "counts": summary.counts, "total": summary.total}
@@ -202,7 +202,7 @@ async def create_agent(project: str) -> tuple[dict[str, Any], int]:
 @require(Permission.READ_TASKS)
 async def list_agents(project: str) -> dict[str, Any]:
     """The project's agents, revoked ones included, by name."""
-    agents = await services.list_agents(current_runtime().uow, project)
+    agents = await services.list_agents(current_runtime().uow, current_access().project)
     return {"items": [agent_to_dict(agent) for agent in agents]}
 
 

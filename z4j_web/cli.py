@@ -294,7 +294,7 @@ def api_key_create(
 
 async def _create_api_key(
     settings: Settings, *, email: str, name: str, project: str | None, role: str | None
-) -> services.NewApiKey:
+) -> accounts.NewApiKey:
     async with _database(settings) as database:
         return await accounts.create_api_key(
             _change(database, settings),
@@ -380,7 +380,10 @@ def agent_list(project: str, as_json: bool) -> None:
 
 async def _list_agents(settings: Settings, project: str) -> Any:
     async with _database(settings) as database:
-        return await services.list_agents(uow_factory_of(database), project)
+        uow_factory = uow_factory_of(database)
+        async with uow_factory() as uow:
+            found = await services.get_project(uow, project)
+        return await services.list_agents(uow_factory, found)
 
 
 @agent.command("revoke")

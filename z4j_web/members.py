@@ -37,16 +37,12 @@ async def list_members(project: str) -> Any:
 async def set_member(project: str, email: str) -> Any:
     """Give an existing user a role in the project, or change it: ``{"role": "operator"}``."""
     body = await json_object({"role": str}, required=frozenset({"role"}))
-    runtime = current_runtime()
-    membership = await accounts.set_member_role(
+    membership, user = await accounts.set_member_role(
         current_change(),
         current_access().project,
         email=email,
         role=body["role"],
     )
-    async with runtime.uow() as uow:
-        user = await uow.users.get(membership.user_id)
-    assert user is not None
     return membership_to_dict(membership, user)
 
 
@@ -54,7 +50,6 @@ async def set_member(project: str, email: str) -> Any:
 @require(Permission.MANAGE_MEMBERS)
 async def remove_member(project: str, email: str) -> Any:
     """Remove a member from the project."""
-    current_runtime()
     await accounts.remove_member(
         current_change(),
         current_access().project,

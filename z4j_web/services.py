@@ -8,8 +8,6 @@ password hasher) as arguments and opens its own transactions.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,15 +26,12 @@ from z4j_domain.queries import QueueCount, TaskPage, TaskQuery
 from z4j_domain.reconciliation import ReconcilePolicy, is_worker_live
 from z4j_domain.tasks import Task, TaskEvent
 from z4j_domain.users import (
-    API_KEY_PREFIX,
     Agent,
-    ApiKey,
     User,
     hash_secret,
     normalize_email,
 )
 from z4j_domain.workers import Worker, WorkerStatus
-from z4j_infra.errors import StorageError
 from z4j_infra.secrets import new_token
 from z4j_web.auditing import Actor, Change, audited
 from z4j_web.errors import (
@@ -58,7 +53,6 @@ __all__ = [
     "BootstrapResult",
     "Check",
     "NewAgent",
-    "NewApiKey",
     "QueueSummary",
     "StatusCounts",
     "agent_secret",
@@ -76,7 +70,6 @@ __all__ = [
     "queue_summaries",
     "revoke_agent",
     "status_counts",
-    "validate_key_name",
     "validate_password",
     "verify_setup_token",
 ]
@@ -88,14 +81,6 @@ SETUP_TOKEN_TTL: Final = timedelta(hours=1)
 MIN_PASSWORD_LENGTH: Final = 12
 # argon2 copes with any length, but a bound keeps one request's CPU cost bounded.
 MAX_PASSWORD_LENGTH: Final = 1024
-MAX_API_KEY_NAME_LENGTH: Final = 100
-# Keys are ~48 characters; anything much longer is not one of ours.
-MAX_API_KEY_LENGTH: Final = 256
-#: How many characters of a key are kept in clear so a person can recognise it.
-API_KEY_DISPLAY_LENGTH: Final = len(API_KEY_PREFIX) + 6
-# Recording every use of a key would turn every read request into a write;
-# a key's last use is only ever shown to about the minute.
-TOUCH_INTERVAL: Final = timedelta(seconds=60)
 _INVALID_SETUP_LINK: Final = (
     "this setup link is invalid or was already used;"
     " the current one is in the log of the last `z4j serve`"
@@ -260,31 +245,12 @@ async def complete_setup(
     await verify_setup_token(uow_factory, clock, token)
     normalized = normalize_user_email(email)
     password_hash = await _hash_password(hasher, validate_password(password))
-    # SQLite refuses, rather than waits for, a writer whose transaction began by
-    # reading while another one wrote ("database is locked"); that can happen
-    # again on a retry while the winner's transaction is still open. A few
-    # spaced retries let the loser of such a race see the winner's admin and be
-    # told so; a database that stays unavailable raises the last error.
-    create = functools.partial(
-        _create_first_admin,
-        uow_factory,
-        clock,
-        token,
-        normalized,
-        password_hash,
-        audit_key,
-        source_ip,
+    # The transaction starts by taking the audit chain's lock, a write: on
+    # SQLite it waits for another writer instead of failing, so of two
+    # concurrent uses the loser sees the winner's admin and is told so.
+    return await _create_first_admin(
+        uow_factory, clock, token, normalized, password_hash, audit_key, source_ip
     )
-    for attempt in range(1, _SETUP_ATTEMPTS):
-        try:
-            return await create()
-        except StorageError:
-            await asyncio.sleep(0.05 * attempt)
-    return await create()
-
-
-#: How many times the first admin's creation is tried when the database is busy.
-_SETUP_ATTEMPTS: Final = 5
 
 
 async def _create_first_admin(
@@ -313,30 +279,6 @@ async def _create_first_admin(
         await work.append(actor.record("user.created", now, target=f"user:{email}", admin=True))
         await work.commit()
     return admin
-
-
-# -- API keys -----------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class NewApiKey:
-    """A freshly minted API key; ``key`` is the only time the secret is available."""
-
-    key: str = attrs.field(repr=False)
-    api_key: ApiKey
-    user: User
-
-
-def validate_key_name(name: str) -> str:
-    """Return the cleaned name of a new API key, or raise :class:`InvalidInput`."""
-    name = name.strip() if isinstance(name, str) else ""
-    if not name:
-        raise InvalidInput("an API key needs a name (what it is for, e.g. 'ci')")
-    if len(name) > MAX_API_KEY_NAME_LENGTH:
-        raise InvalidInput(f"an API key's name is at most {MAX_API_KEY_NAME_LENGTH} characters")
-    if not name.isprintable():
-        raise InvalidInput("an API key's name must be printable text (no control characters)")
-    return name
 
 
 async def write_only(
@@ -434,10 +376,9 @@ async def mint_agent(
     )
 
 
-async def list_agents(uow_factory: UnitOfWorkFactory, project_slug: str) -> Sequence[Agent]:
+async def list_agents(uow_factory: UnitOfWorkFactory, project: Project) -> Sequence[Agent]:
     """The project's agents (revoked ones included), by name."""
     async with uow_factory() as uow:
-        project = await get_project(uow, project_slug)
         return await uow.agents.list(project.id)
 
 
@@ -503,29 +444,27 @@ async def get_project(uow: UnitOfWork, slug: str) -> Project:
 
 
 async def list_tasks(
-    uow_factory: UnitOfWorkFactory, project_slug: str, query: TaskQuery
+    uow_factory: UnitOfWorkFactory, project: Project, query: TaskQuery
 ) -> TaskPage:
     """One page of the project's tasks matching ``query``."""
     async with uow_factory() as uow:
-        project = await get_project(uow, project_slug)
         return await uow.tasks.list(project.id, query)
 
 
 async def get_task(
-    uow_factory: UnitOfWorkFactory, project_slug: str, task_id: str
+    uow_factory: UnitOfWorkFactory, project: Project, task_id: str
 ) -> tuple[Task, Sequence[TaskEvent]]:
     """A task and its events in timeline order, or raise :class:`NotFound`."""
     async with uow_factory() as uow:
-        project = await get_project(uow, project_slug)
         task = await uow.tasks.get(project.id, task_id)
         if task is None:
-            raise NotFound(f"no task {task_id!r} in project {project_slug!r}")
+            raise NotFound(f"no task {task_id!r} in project {project.slug!r}")
         return task, await uow.events.timeline(project.id, task_id)
 
 
 async def list_workers(
     uow_factory: UnitOfWorkFactory,
-    project_slug: str,
+    project: Project,
     *,
     now: datetime | None = None,
     policy: ReconcilePolicy | None = None,
@@ -538,7 +477,6 @@ async def list_workers(
     next pass stores that).
     """
     async with uow_factory() as uow:
-        project = await get_project(uow, project_slug)
         workers = await uow.workers.list(project.id)
     if now is None or policy is None:
         return workers
@@ -574,10 +512,9 @@ def summarize_queues(counts: Sequence[QueueCount]) -> list[QueueSummary]:
     return [QueueSummary(queue=q, counts=dict(sorted(by_queue[q].items()))) for q in order]
 
 
-async def queue_summaries(uow_factory: UnitOfWorkFactory, project_slug: str) -> list[QueueSummary]:
+async def queue_summaries(uow_factory: UnitOfWorkFactory, project: Project) -> list[QueueSummary]:
     """Task counts per queue and state for the project."""
     async with uow_factory() as uow:
-        project = await get_project(uow, project_slug)
         return summarize_queues(await uow.tasks.queue_counts(project.id))
 
 

@@ -49,6 +49,8 @@ async def test_users_list_by_email_and_set_password(uow_factory: UnitOfWorkFacto
             "amy@example.com",
             "zed@example.com",
         ]
+        assert [u.id for u in await uow.users.list([second, first + second + 1000])] == [second]
+        assert await uow.users.list([]) == []
         await uow.users.set_password(first, "hash-2")
         await uow.users.set_password(first + second + 1000, "nobody")
         await uow.commit()
