@@ -133,7 +133,9 @@ async def call(
     return response.status_code, await response.get_json()
 
 
-async def test_every_role_against_every_endpoint(client: Client, keys: dict[str, str]) -> None:
+async def test_every_role_against_every_project_endpoint(
+    client: Client, keys: dict[str, str]
+) -> None:
     """Each role gets success where the matrix allows, 403 where it does not; outsiders 404."""
     mismatches = []
     for who, key in keys.items():
@@ -293,7 +295,7 @@ async def test_instance_admin_endpoints(client: Client, keys: dict[str, str]) ->
     assert "password" not in str(await user.get_json())
     assert (await client.get("/api/v1/users", headers=root)).status_code == 200
     assert (await client.get("/api/v1/audit", headers=root)).status_code == 200
-    for role in ("admin", "viewer", "auditor"):
+    for role in ("admin", "operator", "viewer", "auditor", "outsider"):
         headers = bearer(keys[role])
         assert (await client.get("/api/v1/users", headers=headers)).status_code == 403
         assert (await client.get("/api/v1/audit", headers=headers)).status_code == 403
