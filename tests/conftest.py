@@ -249,15 +249,20 @@ def uow_factory(request: pytest.FixtureRequest) -> Iterator[UnitOfWorkFactory]:
         yield request.getfixturevalue("postgres_database").unit_of_work
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def isolating_uow_factory(request: pytest.FixtureRequest) -> UnitOfWorkFactory:
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest) -> Database:
+    """A migrated, emptied database of each SQL dialect."""
+    name = "sqlite_database" if request.param == "sqlite" else "postgres_database"
+    db: Database = request.getfixturevalue(name)
+    return db
+
+
+@pytest.fixture
+def isolating_uow_factory(database: Database) -> UnitOfWorkFactory:
     """The SQL backends: the ones that isolate interleaved transactions.
 
     The in-memory fake serializes by running one coroutine at a time and makes
     no isolation promise for interleaved transactions, so it is not one of them.
     """
-    name = "sqlite_database" if request.param == "sqlite" else "postgres_database"
-    factory: UnitOfWorkFactory = request.getfixturevalue(name).unit_of_work
+    factory: UnitOfWorkFactory = database.unit_of_work
     return factory

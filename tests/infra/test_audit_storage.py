@@ -31,14 +31,6 @@ KEY = audit_key("storage-test-secret")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest) -> Database:
-    """A migrated database of each dialect."""
-    name = "sqlite_database" if request.param == "sqlite" else "postgres_database"
-    db: Database = request.getfixturevalue(name)
-    return db
-
-
 def _record(n: int, **details: object) -> AuditRecord:
     return AuditRecord(
         action="tests.stored", actor="amy@example.com", at=T0, details={"n": n, **details}

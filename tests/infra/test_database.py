@@ -30,14 +30,6 @@ pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest) -> Database:
-    """A migrated database of each dialect."""
-    name = "sqlite_database" if request.param == "sqlite" else "postgres_database"
-    db: Database = request.getfixturevalue(name)
-    return db
-
-
 async def _project(db: Database, slug: str = "p") -> int:
     async with db.unit_of_work() as uow:
         project = await uow.projects.create(slug=slug, name="P", created_at=T0)

@@ -25,13 +25,6 @@ from .support import FakeAgent, bearer, change, event, seed
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest) -> Database:
-    """A migrated, empty database of each SQL backend."""
-    db: Database = request.getfixturevalue(f"{request.param}_database")
-    return db
-
-
 @pytest.fixture
 async def served(database: Database, settings: Settings) -> AsyncIterator[str]:
     """The app served by hypercorn on a free local port; yields its ws:// base URL."""
