@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
+import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import attrs
 
-from z4j_domain._validators import aware_utc, optional_aware_utc
+from z4j_domain._validators import aware_utc, non_empty, non_negative, optional_aware_utc
 from z4j_domain.encoding import canonical_json, storable_json, storable_text
 from z4j_domain.errors import InvalidInput
 from z4j_domain.redaction import REDACTED, TRUNCATED
@@ -32,12 +34,22 @@ from z4j_domain.tasks import JSONValue, Task
 
 __all__ = [
     "DEFAULT_COMMAND_TIMEOUT",
+    "MAX_PART_BYTES",
+    "MAX_PART_ITEMS",
+    "Action",
     "Command",
     "CommandKind",
+    "CommandPart",
     "CommandStatus",
+    "ItemOutcome",
+    "ItemReport",
+    "PartReport",
+    "PartStatus",
+    "RetryItem",
     "RetryPlan",
     "contains_marker",
     "plan_retry",
+    "retry_task_id",
 ]
 
 #: How long a command may wait for an agent and run before it is ``timed_out``.
@@ -230,23 +242,20 @@ class RetryPlan:
     countdown: float | None = None
     eta: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
 
-    def params(self) -> dict[str, Any]:
-        """The retry command's parameters."""
-        params: dict[str, Any] = {
-            "task_id": self.task_id,
-            "name": self.name,
-            "queue": self.queue,
-            "routing_key": self.routing_key,
-            "recover_arguments": self.recover_arguments,
-        }
-        if not self.recover_arguments:
-            params["args"] = self.args if self.args is not None else []
-            params["kwargs"] = self.kwargs if self.kwargs is not None else {}
-        if self.countdown is not None:
-            params["countdown"] = self.countdown
-        if self.eta is not None:
-            params["eta"] = self.eta.isoformat()
-        return params
+    def item(self, new_task_id: str) -> RetryItem:
+        """What the agent is sent: this plan, published as ``new_task_id``."""
+        return RetryItem(
+            task_id=self.task_id,
+            new_task_id=new_task_id,
+            name=self.name,
+            queue=self.queue,
+            routing_key=self.routing_key,
+            args=self.args,
+            kwargs=self.kwargs,
+            recover_arguments=self.recover_arguments,
+            countdown=self.countdown,
+            eta=self.eta,
+        )
 
 
 def plan_retry(
@@ -303,3 +312,330 @@ def plan_retry(
         countdown=countdown,
         eta=eta,
     )
+
+
+# --- The wire: what brain and agent say about a command --------------------------------
+
+#: Most items one part of a command carries; a bulk action is sent as many parts.
+MAX_PART_ITEMS: Final = 200
+#: About the most bytes of items one part carries (frames are limited to 4 MiB).
+MAX_PART_BYTES: Final = 1_000_000
+#: Most characters of a reason an agent reports for one item.
+_MAX_REASON: Final = 2_000
+_UUID_NAMESPACE: Final = uuid.UUID("5c0e5c1e-7a0b-4c1e-9a1d-2f4a6b8c0d1e")
+
+
+class Action(enum.StrEnum):
+    """What an agent is asked to do; bulk commands are sent as parts of these."""
+
+    RETRY = "retry"
+    CANCEL = "cancel"
+    PURGE = "purge"
+
+    @classmethod
+    def of(cls, kind: CommandKind) -> Action:
+        """The action that carries out a command of ``kind``."""
+        return _ACTIONS[CommandKind(kind)]
+
+
+_ACTIONS: Final = {
+    CommandKind.RETRY: Action.RETRY,
+    CommandKind.BULK_RETRY: Action.RETRY,
+    CommandKind.CANCEL: Action.CANCEL,
+    CommandKind.BULK_CANCEL: Action.CANCEL,
+    CommandKind.PURGE: Action.PURGE,
+}
+
+
+class ItemOutcome(enum.StrEnum):
+    """What became of one task of a command part."""
+
+    #: Retry: the new task is on the broker.
+    PUBLISHED = "published"
+    #: Cancel: the revoke went out to the workers.
+    REVOKED = "revoked"
+    #: Cancel with terminate: the revoke went out, and the worker running it was told to kill it.
+    TERMINATED = "terminated"
+    #: Not done, on purpose; the reason says why (nothing was published or revoked).
+    REFUSED = "refused"
+    #: Tried, and it went wrong; the reason says what.
+    FAILED = "failed"
+
+    @property
+    def is_success(self) -> bool:
+        """Whether the action was carried out for the task."""
+        return self in (ItemOutcome.PUBLISHED, ItemOutcome.REVOKED, ItemOutcome.TERMINATED)
+
+
+class PartStatus(enum.StrEnum):
+    """An agent's report on one part: taken on, done (per-item outcomes), or failed as a whole."""
+
+    ACKED = "acked"
+    DONE = "done"
+    FAILED = "failed"
+
+
+def retry_task_id(command_id: str, task_id: str) -> str:
+    """The id a command's retry of ``task_id`` publishes the new task under.
+
+    Derived, not random: a part sent twice (after a reconnect) names the same
+    new task, so the brain knows it before the agent answers and an agent can
+    tell a repeat from a new request.
+    """
+    return str(uuid.uuid5(_UUID_NAMESPACE, f"{command_id}/{task_id}"))
+
+
+def _text_field(data: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or "\x00" in value or len(value) > 1_000:
+        raise InvalidInput(f"{key!r} must be a non-empty string of at most 1000 characters")
+    return value
+
+
+def _number(data: Mapping[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"{key!r} must be a number")
+    return float(value)
+
+
+@attrs.frozen(kw_only=True)
+class RetryItem:
+    """One task of a retry part as the agent receives it: what to publish, under which id.
+
+    ``args``/``kwargs`` are ``None`` exactly when ``recover_arguments`` is set;
+    given ones never hold a marker (:meth:`from_dict` refuses them).
+    """
+
+    task_id: str
+    new_task_id: str
+    name: str
+    queue: str | None = None
+    routing_key: str | None = None
+    args: list[JSONValue] | None = None
+    kwargs: dict[str, JSONValue] | None = None
+    recover_arguments: bool = False
+    countdown: float | None = None
+    eta: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The item as JSON."""
+        item: dict[str, Any] = {
+            "task_id": self.task_id,
+            "new_task_id": self.new_task_id,
+            "name": self.name,
+            "queue": self.queue,
+            "routing_key": self.routing_key,
+            "recover_arguments": self.recover_arguments,
+        }
+        if not self.recover_arguments:
+            item["args"] = self.args if self.args is not None else []
+            item["kwargs"] = self.kwargs if self.kwargs is not None else {}
+        if self.countdown is not None:
+            item["countdown"] = self.countdown
+        if self.eta is not None:
+            item["eta"] = self.eta.isoformat()
+        return item
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RetryItem:
+        """Validate an item received from the brain; raise :class:`InvalidInput`."""
+        if not isinstance(data, Mapping):
+            raise InvalidInput("a retry item must be a JSON object")
+        recover = data.get("recover_arguments", False)
+        if not isinstance(recover, bool):
+            raise InvalidInput("'recover_arguments' must be true or false")
+        args = data.get("args")
+        kwargs = data.get("kwargs")
+        if recover:
+            args, kwargs = None, None
+        else:
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise InvalidInput("a retry item needs 'args' (a list) and 'kwargs' (an object)")
+            if contains_marker(args) or contains_marker(kwargs):
+                raise InvalidInput(
+                    "the arguments hold a redaction or truncation marker; z4j never publishes one"
+                )
+        eta_text = data.get("eta")
+        eta = None
+        if eta_text is not None:
+            try:
+                eta = aware_utc(datetime.fromisoformat(eta_text))
+            except (TypeError, ValueError):
+                raise InvalidInput("'eta' must be an ISO 8601 time with a timezone") from None
+        fields = {
+            key: _text_field(data, key, required=key in ("task_id", "new_task_id", "name"))
+            for key in ("task_id", "new_task_id", "name", "queue", "routing_key")
+        }
+        if contains_marker(list(fields.values())):
+            raise InvalidInput("the task's id, name, queue or routing key holds a marker")
+        return cls(
+            **fields,  # type: ignore[arg-type]
+            args=args,
+            kwargs=kwargs,
+            recover_arguments=recover,
+            countdown=_number(data, "countdown"),
+            eta=eta,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class CommandPart:
+    """brain -> agent: one part of a command (a single action is one part of one item).
+
+    ``items`` are :class:`RetryItem` dicts for a retry, ``{"task_id"}`` for a
+    cancel, none for a purge; ``options`` hold the rest (cancel: ``terminate``,
+    ``signal``; purge: ``queue``, ``confirm_depth``). An agent runs a part once:
+    the same ``(command_id, part)`` again is answered with the first outcome.
+    """
+
+    command_id: str = attrs.field(validator=non_empty)
+    action: Action = attrs.field(converter=Action)
+    part: int = attrs.field(validator=non_negative)
+    items: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=tuple)
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What an agent dedupes by."""
+        return (self.command_id, self.part)
+
+    def body(self) -> dict[str, Any]:
+        """The ``command`` frame body."""
+        return {
+            "id": self.command_id,
+            "command": self.action.value,
+            "part": self.part,
+            "items": [dict(item) for item in self.items],
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> CommandPart:
+        """Validate a ``command`` frame body; raise :class:`InvalidInput`."""
+        try:
+            action = Action(str(body.get("command")))
+        except ValueError:
+            raise InvalidInput(f"unknown command {body.get('command')!r}") from None
+        command_id = _text_field(body, "id")
+        part = body.get("part")
+        items = body.get("items", [])
+        options = body.get("options", {})
+        if type(part) is not int or part < 0:
+            raise InvalidInput("'part' must be a non-negative integer")
+        if (
+            not isinstance(items, list)
+            or len(items) > MAX_PART_ITEMS
+            or not all(isinstance(item, dict) for item in items)
+        ):
+            raise InvalidInput(f"'items' must be a list of at most {MAX_PART_ITEMS} objects")
+        if not isinstance(options, dict):
+            raise InvalidInput("'options' must be an object")
+        return cls(
+            command_id=command_id or "", action=action, part=part, items=items, options=options
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ItemReport:
+    """One task's outcome in a part."""
+
+    task_id: str
+    outcome: ItemOutcome = attrs.field(converter=ItemOutcome)
+    new_task_id: str | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON (``None`` fields left out)."""
+        data: dict[str, Any] = {"task_id": self.task_id, "outcome": self.outcome.value}
+        if self.new_task_id is not None:
+            data["new_task_id"] = self.new_task_id
+        if self.reason is not None:
+            data["reason"] = self.reason
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ItemReport:
+        """Validate one item report; raise :class:`InvalidInput`."""
+        if not isinstance(data, Mapping):
+            raise InvalidInput("an item report must be a JSON object")
+        try:
+            outcome = ItemOutcome(str(data.get("outcome")))
+        except ValueError:
+            raise InvalidInput(f"unknown item outcome {data.get('outcome')!r}") from None
+        reason = data.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidInput("'reason' must be a string")
+        return cls(
+            task_id=_text_field(data, "task_id") or "",
+            outcome=outcome,
+            new_task_id=_text_field(data, "new_task_id", required=False),
+            reason=None if reason is None else storable_text(reason[:_MAX_REASON]),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class PartReport:
+    """agent -> brain (``command_result``): a part taken on, done, or failed as a whole.
+
+    ``outcomes`` (done) has one report per item; ``result`` carries what a
+    part without items found (a purge: queue, depth, purged); ``error`` says
+    why a failed part failed.
+    """
+
+    command_id: str = attrs.field(validator=non_empty)
+    action: Action = attrs.field(converter=Action)
+    part: int = attrs.field(validator=non_negative)
+    status: PartStatus = attrs.field(converter=PartStatus)
+    outcomes: tuple[ItemReport, ...] = attrs.field(default=(), converter=tuple[ItemReport, ...])
+    result: Mapping[str, Any] | None = attrs.field(default=None, converter=_optional_result)
+    error: str | None = attrs.field(default=None, converter=_optional_text)
+
+    def body(self) -> dict[str, Any]:
+        """The ``command_result`` frame body."""
+        body: dict[str, Any] = {
+            "id": self.command_id,
+            "command": self.action.value,
+            "part": self.part,
+            "status": self.status.value,
+            "outcomes": [outcome.to_dict() for outcome in self.outcomes],
+        }
+        if self.result is not None:
+            body["result"] = dict(self.result)
+        if self.error is not None:
+            body["error"] = self.error
+        return body
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PartReport:
+        """Validate a ``command_result`` body; raise :class:`InvalidInput`."""
+        try:
+            action = Action(str(body.get("command")))
+            status = PartStatus(str(body.get("status")))
+        except ValueError:
+            raise InvalidInput("unknown command or status in a command result") from None
+        part = body.get("part")
+        if type(part) is not int or part < 0:
+            raise InvalidInput("'part' must be a non-negative integer")
+        outcomes = body.get("outcomes", [])
+        if not isinstance(outcomes, list) or len(outcomes) > MAX_PART_ITEMS:
+            raise InvalidInput(f"'outcomes' must be a list of at most {MAX_PART_ITEMS} reports")
+        result = body.get("result")
+        if result is not None and not isinstance(result, dict):
+            raise InvalidInput("'result' must be an object")
+        error = body.get("error")
+        if error is not None and not isinstance(error, str):
+            raise InvalidInput("'error' must be a string")
+        return cls(
+            command_id=_text_field(body, "id") or "",
+            action=action,
+            part=part,
+            status=status,
+            outcomes=tuple(ItemReport.from_dict(item) for item in outcomes),
+            result=result,
+            error=None if error is None else error[:_MAX_REASON],
+        )
