@@ -470,11 +470,13 @@ class CommandRepository(Protocol):
         """Unfinished commands of any project whose deadline is at or before ``now``."""
         ...
 
-    async def save(self, command: Command) -> bool:
+    async def save(self, command: Command, *, expected: CommandStatus | None = None) -> bool:
         """Store ``command``'s new state, unless the stored one is already finished.
 
-        Returns whether it was stored: a finished command never changes again,
-        whichever brain or agent reports late.
+        With ``expected``, only if the stored status is that one (compare and
+        set: of several brains, one claims a pending command). Returns whether
+        it was stored: a finished command never changes again, whichever brain
+        or agent reports late.
         """
         ...
 

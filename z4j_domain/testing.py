@@ -665,9 +665,11 @@ class InMemoryCommandRepository(_Repository):
         )
         return [_detached(c) for c in selected[: max(limit, 0)]]
 
-    async def save(self, command: Command) -> bool:
+    async def save(self, command: Command, *, expected: CommandStatus | None = None) -> bool:
         stored = self._state.commands.get(command.id)
         if stored is None or stored.project_id != command.project_id or stored.status.is_finished:
+            return False
+        if expected is not None and stored.status is not expected:
             return False
         self._state.commands[command.id] = _detached(
             attrs.evolve(stored, **{name: getattr(command, name) for name in _COMMAND_STATE})

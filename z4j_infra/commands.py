@@ -168,9 +168,10 @@ class SqlCommandRepository(_SqlRepository):
         )
         return [_row_to_command(row) for row in result]
 
-    async def save(self, command: Command) -> bool:
+    async def save(self, command: Command, *, expected: CommandStatus | None = None) -> bool:
         """Store where ``command`` stands (status, agent, its times, result, error) unless
-        the stored one is finished; whether it was stored.
+        the stored one is finished (or, with ``expected``, has another status); whether it
+        was stored.
 
         What was asked (kind, parameters, key, requester, creation time and
         deadline) is fixed at creation and not written again.
@@ -181,6 +182,9 @@ class SqlCommandRepository(_SqlRepository):
                 commands.c.id == command.id,
                 commands.c.project_id == command.project_id,
                 commands.c.status.not_in(_FINISHED),
+                sa.true()
+                if expected is None
+                else commands.c.status == CommandStatus(expected).value,
             )
             .values(_state(command))
         )

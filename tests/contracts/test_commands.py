@@ -487,3 +487,35 @@ async def test_a_key_is_free_again_when_its_first_create_rolls_back(
     assert outcome == [(second, True)]
     async with uow_factory() as uow:
         assert await uow.commands.list(project_id) == [second]
+
+
+async def test_save_with_an_expected_status_is_a_compare_and_set(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """Of two brains claiming one pending command, only the first stores its claim."""
+    project_id = await new_project(uow_factory)
+    command = make(project_id)
+    await store(uow_factory, command)
+    first = command.deliver("agent-1", at(1))
+    second = command.deliver("agent-2", at(2))
+    async with uow_factory() as uow:
+        assert await uow.commands.save(first, expected=CommandStatus.PENDING) is True
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.commands.save(second, expected=CommandStatus.PENDING) is False
+        await uow.commit()
+    assert await stored(uow_factory, command) == first
+    acked = first.acknowledge(at(3))
+    async with uow_factory() as uow:
+        assert await uow.commands.save(acked, expected=CommandStatus.DELIVERED) is True
+        await uow.commit()
+    done = acked.finish(at(4), result={})
+    async with uow_factory() as uow:
+        assert await uow.commands.save(done, expected=CommandStatus.ACKED) is True
+        await uow.commit()
+    # Finished never moves, not even when the caller expects the finished status.
+    async with uow_factory() as uow:
+        late = attrs.evolve(done, error="late", status=CommandStatus.FAILED)
+        assert await uow.commands.save(late, expected=CommandStatus.SUCCEEDED) is False
+        await uow.commit()
+    assert await stored(uow_factory, command) == done
