@@ -78,6 +78,21 @@ class TaskFilter:
                 return False
         return True
 
+    def to_params(self) -> dict[str, Any]:
+        """The filter as :meth:`from_params` reads it (JSON types; unset criteria left out)."""
+        params: dict[str, Any] = {}
+        if self.states:
+            params["state"] = sorted(state.value for state in self.states)
+        for field in ("name", "queue", "worker", "text"):
+            value = getattr(self, field)
+            if value is not None:
+                params[field] = value
+        for field in ("since", "until"):
+            when = getattr(self, field)
+            if when is not None:
+                params[field] = utc_isoformat(when)
+        return params
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TaskFilter:
         """Parse the task list's filter parameters (query string or JSON body).

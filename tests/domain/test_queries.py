@@ -117,3 +117,30 @@ def test_time_window_is_inclusive_exclusive() -> None:
     assert TaskFilter(since=BASE_TIME).matches(task)
     assert not TaskFilter(until=BASE_TIME).matches(task)
     assert TaskFilter(until=BASE_TIME + timedelta(microseconds=1)).matches(task)
+
+
+@given(
+    states=st.frozensets(st.sampled_from(list(TaskState))),
+    name=st.none() | st.text(min_size=1, max_size=50),
+    queue=st.none() | st.text(min_size=1, max_size=50),
+    worker=st.none() | st.text(min_size=1, max_size=50),
+    text=st.none() | st.text(min_size=1, max_size=50),
+    since=st.none() | st.integers(0, 10_000),
+    span=st.none() | st.integers(1, 10_000),
+)
+def test_filters_round_trip_through_their_params(
+    states: frozenset[TaskState],
+    name: str | None,
+    queue: str | None,
+    worker: str | None,
+    text: str | None,
+    since: int | None,
+    span: int | None,
+) -> None:
+    """A bulk command stores its filter as params; reading them back selects the same tasks."""
+    start = None if since is None else BASE_TIME + timedelta(seconds=since)
+    end = None if span is None else BASE_TIME + timedelta(seconds=(since or 0) + span)
+    original = TaskFilter(
+        states=states, name=name, queue=queue, worker=worker, text=text, since=start, until=end
+    )
+    assert TaskFilter.from_params(original.to_params()) == original
