@@ -104,6 +104,7 @@ def task_events(
         parent_id=draw(_maybe(st.sampled_from(["parent-1"]))),
         group_id=draw(_maybe(st.sampled_from(["group-1", "group-2"]))),
         chord_id=draw(_maybe(st.sampled_from(["chord-1"]))),
+        retry_of=draw(_maybe(st.sampled_from(["original-1", "original-2"]))),
         **draw(payload_flags),
     )
 

@@ -55,6 +55,7 @@ TASK_API_FIELDS: Final = (
     "parent_id",
     "group_id",
     "chord_id",
+    "retry_of",
     "first_seen_at",
     "updated_at",
     "redacted",

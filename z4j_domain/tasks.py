@@ -19,8 +19,8 @@ How each field is joined:
 * **Per-attempt fields** (queue, worker, arguments, eta, ...) take the value
   carried by the highest attempt that carried one; ``field_attempts`` records
   which attempt that was.
-* **Per-task fields** (name and the canvas links) keep whichever value any
-  event carried.
+* **Per-task fields** (name, the canvas links and ``retry_of``) keep whichever
+  value any event carried.
 
 Ties between different values of one field at the same attempt (which Celery
 never produces) are broken by a total order on the values, so even then the
@@ -42,6 +42,7 @@ from z4j_domain.encoding import canonical_json, storable_json, storable_text
 from z4j_domain.errors import InvalidInput
 
 __all__ = [
+    "RETRY_OF_HEADER",
     "EventKey",
     "EventKind",
     "JSONValue",
@@ -56,6 +57,10 @@ __all__ = [
 
 #: A JSON-compatible value: what args, kwargs and results are stored as.
 JSONValue = Any
+
+#: The Celery message header that marks a task re-published by z4j (a retry from
+#: the dashboard, under a new task id): its value is the original task's id.
+RETRY_OF_HEADER: Final = "z4j_retry_of"
 
 
 class TaskState(enum.StrEnum):
@@ -232,6 +237,8 @@ class TaskEvent:
     parent_id: str | None = attrs.field(default=None, converter=_optional_id)
     group_id: str | None = attrs.field(default=None, converter=_optional_id)
     chord_id: str | None = attrs.field(default=None, converter=_optional_id)
+    #: The task this one was re-published from by z4j (:data:`RETRY_OF_HEADER`).
+    retry_of: str | None = attrs.field(default=None, converter=_optional_id)
     #: Something in this event's payload was replaced by a redaction marker.
     redacted: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Something in this event's payload was cut off by a size or depth limit.
@@ -277,7 +284,7 @@ PER_ATTEMPT_FIELDS: Final = (
     "started_at",
 )
 #: Fields that describe the task itself and never change once known.
-PER_TASK_FIELDS: Final = ("name", "root_id", "parent_id", "group_id", "chord_id")
+PER_TASK_FIELDS: Final = ("name", "root_id", "parent_id", "group_id", "chord_id", "retry_of")
 #: Fields that belong to the event that decided the state.
 OUTCOME_FIELDS: Final = ("result", "exception", "traceback", "runtime", "finished_at")
 #: Flags that say what redaction and limits did to a payload; once set by any
@@ -330,6 +337,8 @@ class Task:
     parent_id: str | None = None
     group_id: str | None = None
     chord_id: str | None = None
+    #: The task this one retries: z4j re-published that task under this one's id.
+    retry_of: str | None = None
     #: Earliest timestamp of any event: when the task was first seen anywhere.
     first_seen_at: datetime = attrs.field(converter=aware_utc)
     #: Latest timestamp of any event.
@@ -379,6 +388,7 @@ class Task:
             parent_id=event.parent_id,
             group_id=event.group_id,
             chord_id=event.chord_id,
+            retry_of=event.retry_of,
             result=event.result,
             exception=event.exception,
             traceback=event.traceback,

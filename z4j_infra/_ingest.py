@@ -110,6 +110,7 @@ def task_from_values(row: Mapping[str, Any]) -> Task:
         parent_id=row["parent_id"],
         group_id=row["group_id"],
         chord_id=row["chord_id"],
+        retry_of=row["retry_of"],
         first_seen_at=row["first_seen_at"],
         updated_at=row["updated_at"],
         state_key=EventKey(
@@ -187,6 +188,7 @@ def _task_values(
         task.truncated,
         task.arguments_redacted,
         task.arguments_truncated,
+        task.retry_of,
     )
 
 

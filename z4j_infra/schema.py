@@ -394,6 +394,8 @@ tasks: Final = sa.Table(
     sa.Column("truncated", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("arguments_redacted", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("arguments_truncated", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Added by migration 0006: the task z4j re-published as this one (Task.retry_of).
+    sa.Column("retry_of", _id()),
     sa.Index("ix_tasks_first_seen", "project_id", "first_seen_at", "id"),
     sa.Index("ix_tasks_state", "project_id", "state", "first_seen_at", "id"),
     sa.Index("ix_tasks_name", "project_id", "name", "first_seen_at", "id"),
@@ -401,6 +403,7 @@ tasks: Final = sa.Table(
     sa.Index("ix_tasks_worker", "project_id", "worker", "first_seen_at", "id"),
     sa.Index("ix_tasks_queue_state", "project_id", "queue", "state"),
     sa.Index("ix_tasks_root", "project_id", "root_id"),
+    sa.Index("ix_tasks_retry_of", "project_id", "retry_of"),
 )
 
 task_events: Final = sa.Table(

@@ -295,6 +295,7 @@ async def test_values_round_trip(uow_factory: UnitOfWorkFactory) -> None:
         parent_id="parent",
         group_id="group",
         chord_id="chord",
+        retry_of="original",
     )
     changed = await apply(uow_factory, project, [event])
     expected = expected_tasks([event])["t1"]
@@ -356,6 +357,7 @@ def event_sets(draw: st.DrawFn) -> list[TaskEvent]:
                 args=draw(st.sampled_from([None, [1], [2, "x"]])),
                 result=draw(st.sampled_from([None, 1, {"r": [1]}])),
                 retries=draw(st.sampled_from([None, 0, 1])),
+                retry_of=draw(st.sampled_from([None, None, "o1", "o2"])),
             )
         )
     return events

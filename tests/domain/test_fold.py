@@ -164,6 +164,36 @@ def test_fields_survive_from_whichever_event_carried_them(events: list[TaskEvent
         assert task.field_attempts.get(name, 0) == top, name
 
 
+@given(data=st.data(), events=event_sets())
+def test_retry_of_survives_from_any_event_in_any_order(
+    data: st.DataObject, events: list[TaskEvent]
+) -> None:
+    """The one event that says which task this one retries is enough, wherever it lands.
+
+    Only the ``sent`` event may carry the header (a worker that predates it
+    reports nothing), and a later attempt or a terminal event never erases it.
+    """
+    carrier = data.draw(st.integers(min_value=0, max_value=len(events) - 1))
+    marked = [
+        attrs.evolve(event, retry_of="original" if index == carrier else None)
+        for index, event in enumerate(events)
+    ]
+    order = data.draw(st.permutations(marked))
+    task = fold(order)
+    assert task is not None
+    assert task.retry_of == "original"
+    one_by_one = None
+    for event in order:
+        one_by_one = apply(one_by_one, event)
+    assert one_by_one is not None
+    assert one_by_one.retry_of == "original"
+    cut = data.draw(st.integers(min_value=0, max_value=len(order)))
+    assert fold(order[cut:], fold(order[:cut])) == task
+    unmarked = fold([attrs.evolve(event, retry_of=None) for event in order])
+    assert unmarked is not None
+    assert unmarked.retry_of is None
+
+
 @given(events=event_sets())
 def test_payload_flags_stay_set_once_any_event_set_them(events: list[TaskEvent]) -> None:
     """What redaction or a limit did to any event's payload is never forgotten."""
@@ -271,6 +301,8 @@ def test_merging_different_tasks_is_refused() -> None:
         ("attempt", -1, "attempt must be >= 0"),
         ("task_id", "", "an id must be a non-empty string"),
         ("task_id", "x" * 256, "at most 255 characters"),
+        ("retry_of", "x" * 256, "at most 255 characters"),
+        ("retry_of", 7, "expected a string"),
         ("runtime", float("nan"), "runtime must be a finite number"),
         ("args", {"a": 1}, "args must be a list"),
         ("kind", "exploded", "is not a valid EventKind"),
