@@ -82,6 +82,14 @@ class TaskRepository(Protocol):
         """One page of tasks matching the query, newest first."""
         ...
 
+    async def retries(self, project_id: int, task_id: str, limit: int = 100) -> Sequence[Task]:
+        """The tasks whose ``retry_of`` is ``task_id``, oldest first, at most ``limit``.
+
+        Oldest first is by ``(first_seen_at, id)``; ``limit`` below 1 raises
+        :class:`~z4j_domain.errors.InvalidInput`.
+        """
+        ...
+
     async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
         """Task counts per (queue, state), zero counts omitted."""
         ...

@@ -26,7 +26,7 @@ from z4j_domain.audit import (
     genesis_head,
 )
 from z4j_domain.commands import Command, CommandStatus
-from z4j_domain.errors import Conflict
+from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskCursor, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
@@ -156,6 +156,17 @@ class InMemoryTaskRepository(_Repository):
         items = selected[: query.limit]
         more = len(selected) > query.limit
         return TaskPage(items=items, next_cursor=TaskCursor.after(items[-1]) if more else None)
+
+    async def retries(self, project_id: int, task_id: str, limit: int = 100) -> Sequence[Task]:
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        found = [
+            task
+            for (pid, _), task in self._state.tasks.items()
+            if pid == project_id and task.retry_of == task_id
+        ]
+        found.sort(key=lambda t: (t.first_seen_at, t.id))
+        return found[:limit]
 
     async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
         counts: dict[tuple[str | None, Any], int] = {}

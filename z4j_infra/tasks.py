@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import sqlalchemy as sa
 
+from z4j_domain.errors import InvalidInput
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.serialization import event_from_dict
 from z4j_domain.tasks import Task, TaskEvent, TaskState, fold, merge
@@ -239,6 +240,18 @@ class SqlTaskRepository:
             c.first_seen_at <= when,
             sa.or_(c.first_seen_at < when, c.id < task_id),
         )
+
+    async def retries(self, project_id: int, task_id: str, limit: int = 100) -> Sequence[Task]:
+        """The tasks whose ``retry_of`` is ``task_id``, oldest first by ``(first_seen_at, id)``."""
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        result = await self._uow.execute(
+            sa.select(tasks)
+            .where(tasks.c.project_id == project_id, tasks.c.retry_of == task_id)
+            .order_by(tasks.c.first_seen_at, tasks.c.id)
+            .limit(limit)
+        )
+        return [row_to_task(row) for row in result]
 
     async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
         """Task counts per (queue, state), zero counts omitted."""

@@ -11,11 +11,12 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from z4j_domain.errors import Conflict
+from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskQuery
 from z4j_domain.tasks import EventKind, Task, TaskEvent, TaskState, fold
@@ -527,6 +528,49 @@ async def test_list_exactly_one_page(uow_factory: UnitOfWorkFactory) -> None:
         page = await uow.tasks.list(project, TaskQuery(limit=2))
     assert [task.id for task in page.items] == ["t2", "t1"]
     assert page.next_cursor is None
+
+
+def _retry(task_id: str, start: float, retry_of: str, *, carrier: str = "sent") -> list[TaskEvent]:
+    """A task z4j re-published from ``retry_of``; only the ``carrier`` event says so."""
+    return [
+        attrs.evolve(event, retry_of=retry_of if event.kind.value == carrier else None)
+        for event in lifecycle(task_id, start)
+    ]
+
+
+async def test_retries_lists_the_tasks_that_retried_one_oldest_first(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """retries() finds tasks by retry_of, ordered by (first_seen_at, id), in one project only."""
+    project = await new_project(uow_factory)
+    other = await new_project(uow_factory)
+    events = [
+        *lifecycle("orig", 0, outcome=EventKind.FAILED),
+        *_retry("r-late", 5, "orig"),
+        *_retry("r-b", 3, "orig", carrier="received"),
+        *_retry("r-a", 3, "orig", carrier="succeeded"),
+        # A retry of a retry belongs to the task it retried.
+        *_retry("rr", 6, "r-late"),
+    ]
+    # retry_of arrives in a later batch than the task's first event: it still links.
+    await apply(uow_factory, project, events[::2])
+    await apply(uow_factory, project, events[1::2])
+    await apply(uow_factory, other, _retry("elsewhere", 1, "orig"))
+    expected = expected_tasks(events)
+    async with uow_factory() as uow:
+        retries = await uow.tasks.retries(project, "orig")
+        assert [task.id for task in retries] == ["r-a", "r-b", "r-late"]
+        assert list(retries) == [expected["r-a"], expected["r-b"], expected["r-late"]]
+        assert [t.id for t in await uow.tasks.retries(project, "orig", limit=2)] == ["r-a", "r-b"]
+        assert [t.id for t in await uow.tasks.retries(project, "r-late")] == ["rr"]
+        assert list(await uow.tasks.retries(project, "r-a")) == []
+        assert list(await uow.tasks.retries(project, "unknown")) == []
+        assert [t.id for t in await uow.tasks.retries(other, "orig")] == ["elsewhere"]
+        with pytest.raises(InvalidInput):
+            await uow.tasks.retries(project, "orig", limit=0)
+    stored = await all_tasks(uow_factory, project)
+    assert stored["orig"].retry_of is None
+    assert stored["r-a"].retry_of == "orig"
 
 
 async def test_queue_counts(uow_factory: UnitOfWorkFactory) -> None:
