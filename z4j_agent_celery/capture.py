@@ -17,6 +17,14 @@ replaces (a ``lost`` verdict included), and the next Celery retry, attempt
 ``sent`` events carry ``2 * retries``: a published message is never a
 redelivery.
 
+**Retries by z4j.** A task that z4j re-published (a retry from the
+dashboard, under a new task id) carries the original task's id in the
+:data:`~z4j_domain.tasks.RETRY_OF_HEADER` message header; every event read
+from the message (``sent``, ``received``, the task's own run, ``rejected``)
+reports it as ``retry_of``. Celery's protocol 2 keeps a custom header in the
+message headers, which become the worker's ``Request.request_dict`` and, in
+the process that runs the task, attributes of ``task.request``.
+
 **Redaction.** :func:`materialize` cuts payloads to size first (JSON-safe
 values, :mod:`~z4j_agent_celery.payload`), then runs
 :func:`~z4j_domain.redaction.redact_event` with the policy it is given, so
@@ -44,7 +52,7 @@ from z4j_domain.redaction import (
     redact_task_payload,
 )
 from z4j_domain.serialization import event_to_dict
-from z4j_domain.tasks import PAYLOAD_FLAGS, TaskEvent
+from z4j_domain.tasks import MAX_ID_LENGTH, PAYLOAD_FLAGS, RETRY_OF_HEADER, TaskEvent
 
 __all__ = [
     "FULLY_REDACTED_OPTION",
@@ -115,6 +123,17 @@ def _when(value: Any) -> datetime | None:
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def _retry_of(value: Any) -> str | None:
+    """A ``z4j_retry_of`` header's value if it can be an id; anything else is dropped.
+
+    The header is z4j's own, but a message may come from anywhere: a value
+    that no task id can be must not cost the event.
+    """
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH:
+        return value
+    return None
 
 
 def _retries(value: Any) -> int:
@@ -188,6 +207,9 @@ def materialize(
     chord_id = chord_id_of(fields.get("chord"))
     if chord_id is not None:
         values["chord_id"] = chord_id
+    retry_of = _retry_of(fields.get("retry_of"))
+    if retry_of is not None:
+        values["retry_of"] = retry_of
     eta = _when(fields.get("eta"))
     if eta is not None:
         values["eta"] = eta
@@ -256,6 +278,22 @@ def _routing_key(delivery_info: Any) -> str | None:
 
 def _redelivered(delivery_info: Any) -> bool:
     return isinstance(delivery_info, Mapping) and delivery_info.get("redelivered") is True
+
+
+def _header(headers: Any, name: str) -> Any:
+    return headers.get(name) if isinstance(headers, Mapping) else None
+
+
+def _context_retry_of(request: Any) -> Any:
+    """The ``z4j_retry_of`` header as the task's context holds it.
+
+    A worker builds the context from the message headers, so a custom header
+    is an attribute; ``Task.apply(headers=...)`` (eager) keeps it in ``headers``.
+    """
+    value = getattr(request, RETRY_OF_HEADER, None)
+    if value is None:
+        value = _header(getattr(request, "headers", None), RETRY_OF_HEADER)
+    return value
 
 
 def _fully_redacted(task: Any) -> bool:
@@ -327,6 +365,7 @@ class Capture:
             "parent_id": getter("parent_id"),
             "group_id": getter("group"),
             "chord": getter("chord"),
+            "retry_of": _context_retry_of(request),
         }
 
     def on_prerun(
@@ -454,6 +493,7 @@ class Capture:
                     "parent_id": request.parent_id,
                     "group_id": request_dict.get("group"),
                     "chord": request.chord,
+                    "retry_of": request_dict.get(RETRY_OF_HEADER),
                     "args": request.args,
                     "kwargs": request.kwargs,
                     "eta": request.eta,
@@ -484,6 +524,7 @@ class Capture:
                     "root_id": headers.get("root_id"),
                     "parent_id": headers.get("parent_id"),
                     "group_id": headers.get("group"),
+                    "retry_of": headers.get(RETRY_OF_HEADER),
                     "exception": exc if exc is not None else "rejected: unknown message",
                 },
             )
@@ -543,6 +584,7 @@ class Capture:
                     "root_id": headers.get("root_id"),
                     "parent_id": headers.get("parent_id"),
                     "group_id": headers.get("group"),
+                    "retry_of": headers.get(RETRY_OF_HEADER),
                     "chord": embed.get("chord") if isinstance(embed, Mapping) else None,
                     "args": args,
                     "kwargs": kwargs,

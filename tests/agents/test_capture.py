@@ -36,7 +36,7 @@ from z4j_domain.redaction import (
     redact_event,
 )
 from z4j_domain.serialization import event_from_dict, event_to_dict
-from z4j_domain.tasks import EventKind
+from z4j_domain.tasks import RETRY_OF_HEADER, EventKind
 
 FLAGS = ("redacted", "truncated", "arguments_redacted", "arguments_truncated")
 
@@ -297,13 +297,23 @@ def test_the_attempt_rule() -> None:
 
 
 def message_for(
-    app: Celery, name: str, task_id: str, *, retries: int = 0, redelivered: bool, **call: Any
+    app: Celery,
+    name: str,
+    task_id: str,
+    *,
+    retries: int = 0,
+    redelivered: bool,
+    headers: dict[str, Any] | None = None,
+    **call: Any,
 ) -> Message:
-    """A real task message as a worker receives it, with the broker's ``redelivered`` mark."""
+    """A real task message as a worker receives it, with the broker's ``redelivered`` mark.
+
+    ``headers`` are custom ones, merged in as ``apply_async(headers=...)`` merges them.
+    """
     sent = app.amqp.as_task_v2(task_id, name, retries=retries, **call)
     return Message(
         body=dumps(sent.body),
-        headers=sent.headers,
+        headers={**sent.headers, **(headers or {})},
         properties=sent.properties,
         content_type="application/json",
         content_encoding="utf-8",
@@ -342,6 +352,100 @@ def test_sent_events_are_never_redeliveries(capture: Capture, raws: list[RawEven
     add.apply_async((1, 2), task_id="tid-s", retries=3)
     (sent,) = events_of(raws)
     assert (sent["kind"], sent["attempt"], sent["retries"]) == ("sent", 6, 3)
+
+
+# -- retries by z4j (the z4j_retry_of header) -------------------------------------------
+
+
+def test_a_task_republished_by_z4j_says_so_in_every_event(
+    capture: Capture, raws: list[RawEvent]
+) -> None:
+    """The header travels through a real broker: sent, received and the run all carry it."""
+    app = Celery("retry-of-tests", broker="memory://", set_as_current=False)
+
+    @app.task(name="t.add-retry-of", shared=False)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    # The memory transport is one per process: a queue of its own keeps other tests' messages out.
+    queue_name = f"retry-of-{uuid.uuid4().hex}"
+    add.apply_async(
+        (1, 2), task_id="tid-new", queue=queue_name, headers={RETRY_OF_HEADER: "tid-orig"}
+    )
+    with app.connection_for_read() as connection:
+        queue = connection.SimpleQueue(queue_name, no_ack=True)
+        message = queue.get(timeout=1)
+        queue.close()
+    request = Request(message, app=app, hostname="celery@w1", task=add)
+    capture.on_received(request=request)
+    assert request.execute() == 3
+    events = events_of(raws)
+    assert [e["kind"] for e in events] == ["sent", "received", "started", "succeeded"]
+    assert {(e["task_id"], e["retry_of"]) for e in events} == {("tid-new", "tid-orig")}
+    assert event_from_dict(events[0]).retry_of == "tid-orig"
+
+
+def test_a_failing_retry_and_an_eager_one_carry_retry_of(
+    app: Celery, capture: Capture, raws: list[RawEvent]
+) -> None:
+    """The failure handler reads the task's context; eager runs keep the header in ``headers``."""
+
+    @app.task(name="t.fail-retry-of", shared=False)
+    def fail() -> None:
+        raise KeyError("missing")
+
+    message = message_for(
+        app, "t.fail-retry-of", "tid-f", redelivered=False, headers={RETRY_OF_HEADER: "tid-o"}
+    )
+    Request(message, app=app, hostname="celery@w1", task=fail).execute()
+    fail.apply(task_id="tid-e", headers={RETRY_OF_HEADER: "tid-o"})
+    events = events_of(raws)
+    assert [(e["kind"], e["task_id"]) for e in events] == [
+        ("started", "tid-f"),
+        ("failed", "tid-f"),
+        ("started", "tid-e"),
+        ("failed", "tid-e"),
+    ]
+    assert {e["retry_of"] for e in events} == {"tid-o"}
+
+
+def test_tasks_not_retried_by_z4j_have_no_retry_of(
+    app: Celery, capture: Capture, raws: list[RawEvent]
+) -> None:
+    @app.task(name="t.plain", shared=False)
+    def plain() -> int:
+        return 1
+
+    plain.apply(task_id="tid-plain")
+    message = message_for(app, "t.plain", "tid-plain-2", redelivered=False)
+    request = Request(message, app=app, hostname="celery@w1", task=plain)
+    capture.on_received(request=request)
+    request.execute()
+    events = events_of(raws)
+    assert len(events) == 5
+    assert not any("retry_of" in e for e in events)
+
+
+def test_a_rejected_message_keeps_retry_of(capture: Capture, raws: list[RawEvent]) -> None:
+    headers = {"id": "tid-x", "task": "t.gone", RETRY_OF_HEADER: "tid-o"}
+    capture.on_unknown(
+        message=SimpleNamespace(headers=headers, delivery_info={}), exc=KeyError("t.gone")
+    )
+    (rejected,) = events_of(raws)
+    assert (rejected["kind"], rejected["retry_of"]) == ("rejected", "tid-o")
+
+
+@pytest.mark.parametrize("value", ["", "x" * 256, 42, ["tid-o"], None])
+def test_a_retry_of_that_cannot_be_an_id_is_dropped_not_the_event(value: object) -> None:
+    (event,) = events_of([("sent", "t", time.time(), {"name": "t.add", "retry_of": value})])
+    assert "retry_of" not in event
+    assert event_from_dict(event).name == "t.add"
+
+
+def test_the_longest_id_is_kept() -> None:
+    longest = "x" * 255
+    (event,) = events_of([("sent", "t", time.time(), {"retry_of": longest})])
+    assert event["retry_of"] == longest
 
 
 # -- redaction and size limits ----------------------------------------------------------
