@@ -17,6 +17,8 @@ variable                           meaning (default)
 ``Z4J_SESSION_IDLE_TIMEOUT``       seconds without a request that end a browser session (``7200``)
 ``Z4J_SESSION_LIFETIME``           seconds after login that end a browser session (``43200``)
 ``Z4J_COOKIE_SECURE``              ``auto`` (Secure on HTTPS requests), ``true`` or ``false``
+``Z4J_COMMAND_TIMEOUT``            seconds a retry, cancel or purge may wait and run (``600``)
+``Z4J_BULK_CAP``                   most tasks one bulk retry or cancel may select (``10000``)
 =================================  ==========================================================
 """
 
@@ -52,6 +54,9 @@ DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 7700
 DEFAULT_SESSION_IDLE: Final = timedelta(hours=2)
 DEFAULT_SESSION_LIFETIME: Final = timedelta(hours=12)
+DEFAULT_COMMAND_TIMEOUT: Final = timedelta(minutes=10)
+DEFAULT_BULK_CAP: Final = 10_000
+_MAX_BULK_CAP: Final = 1_000_000
 _SECRET_FILE: Final = "secret"  # noqa: S105 - a file name, not a secret
 
 # Each accepted spelling of a scheme, and the async driver z4j runs it with.
@@ -84,6 +89,10 @@ class Settings:
     session_lifetime: timedelta = DEFAULT_SESSION_LIFETIME
     #: The session cookie's Secure flag: ``None`` sets it on HTTPS requests only.
     cookie_secure: bool | None = None
+    #: How long a command may wait for an agent and run before it is timed out.
+    command_timeout: timedelta = DEFAULT_COMMAND_TIMEOUT
+    #: Most tasks one bulk retry or cancel may select.
+    bulk_cap: int = DEFAULT_BULK_CAP
 
 
 def normalize_database_url(url: str) -> str:
@@ -137,6 +146,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         bootstrap_admin_password=password,
         reconcile=_reconcile_policy(get),
         **_session_settings(get),
+        **_command_settings(get),
     )
 
 
@@ -185,6 +195,27 @@ def _session_settings(get: Any) -> dict[str, Any]:
         if raw_secure.lower() not in _BOOLEANS:
             raise ConfigError(f"Z4J_COOKIE_SECURE must be auto, true or false, got {raw_secure!r}")
         values["cookie_secure"] = _BOOLEANS[raw_secure.lower()]
+    return values
+
+
+def _command_settings(get: Any) -> dict[str, Any]:
+    values: dict[str, Any] = _durations(
+        get,
+        {"Z4J_COMMAND_TIMEOUT": "command_timeout"},
+        lambda seconds: 10 <= seconds <= 86_400,
+        "from 10 to 86400 (a day)",
+    )
+    raw_cap = get("Z4J_BULK_CAP")
+    if raw_cap is not None:
+        try:
+            cap = int(raw_cap)
+        except ValueError:
+            cap = 0
+        if not 1 <= cap <= _MAX_BULK_CAP:
+            raise ConfigError(
+                f"Z4J_BULK_CAP must be a number of tasks from 1 to {_MAX_BULK_CAP}, got {raw_cap!r}"
+            )
+        values["bulk_cap"] = cap
     return values
 
 

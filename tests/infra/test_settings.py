@@ -238,3 +238,29 @@ def test_bad_session_settings_are_refused(
     """Out-of-range or contradictory session settings stop startup with the reason."""
     with pytest.raises(ConfigError, match=message):
         load_settings(_env(tmp_path, **variables))
+
+
+def test_command_settings_default_and_come_from_the_environment(tmp_path: Path) -> None:
+    """Commands time out after ten minutes and a bulk action selects at most 10,000 tasks."""
+    default = load_settings(_env(tmp_path))
+    assert (default.command_timeout, default.bulk_cap) == (timedelta(minutes=10), 10_000)
+    tuned = load_settings(_env(tmp_path, Z4J_COMMAND_TIMEOUT="30", Z4J_BULK_CAP="250"))
+    assert (tuned.command_timeout, tuned.bulk_cap) == (timedelta(seconds=30), 250)
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"Z4J_COMMAND_TIMEOUT": "5"}, "Z4J_COMMAND_TIMEOUT must be a number of seconds from 10"),
+        ({"Z4J_COMMAND_TIMEOUT": "soon"}, "Z4J_COMMAND_TIMEOUT must be a number"),
+        ({"Z4J_BULK_CAP": "0"}, "Z4J_BULK_CAP must be a number of tasks from 1"),
+        ({"Z4J_BULK_CAP": "lots"}, "Z4J_BULK_CAP must be a number of tasks"),
+        ({"Z4J_BULK_CAP": "1000001"}, "Z4J_BULK_CAP must be a number of tasks"),
+    ],
+)
+def test_bad_command_settings_are_refused(
+    tmp_path: Path, variables: dict[str, str], message: str
+) -> None:
+    """An out-of-range command timeout or bulk cap stops startup with the reason."""
+    with pytest.raises(ConfigError, match=message):
+        load_settings(_env(tmp_path, **variables))
