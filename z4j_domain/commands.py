@@ -20,7 +20,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -33,9 +33,11 @@ from z4j_domain.redaction import REDACTED, TRUNCATED
 from z4j_domain.tasks import JSONValue, Task
 
 __all__ = [
+    "CANCEL_SIGNALS",
     "DEFAULT_COMMAND_TIMEOUT",
     "MAX_PART_BYTES",
     "MAX_PART_ITEMS",
+    "MAX_PROBLEMS",
     "Action",
     "Command",
     "CommandKind",
@@ -45,13 +47,17 @@ __all__ = [
     "ItemReport",
     "PartReport",
     "PartStatus",
+    "Progress",
     "RetryItem",
     "RetryPlan",
+    "check_retry_overrides",
     "contains_marker",
     "plan_retry",
     "retry_task_id",
 ]
 
+#: The signals a cancel may terminate a running task with.
+CANCEL_SIGNALS: Final = frozenset({"SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1"})
 #: How long a command may wait for an agent and run before it is ``timed_out``.
 DEFAULT_COMMAND_TIMEOUT: Final = timedelta(minutes=10)
 _IDEMPOTENCY_KEY: Final = re.compile(r"[\x21-\x7e]{1,200}")
@@ -258,6 +264,26 @@ class RetryPlan:
         )
 
 
+def check_retry_overrides(
+    *, queue: str | None = None, countdown: float | None = None, eta: datetime | None = None
+) -> None:
+    """Raise :class:`InvalidInput` unless a retry's overrides are valid (see :func:`plan_retry`)."""
+    if countdown is not None and eta is not None:
+        raise InvalidInput("give countdown or eta, not both")
+    if countdown is not None and (
+        isinstance(countdown, bool)
+        or not isinstance(countdown, (int, float))
+        or not 0 <= countdown <= _MAX_COUNTDOWN
+    ):
+        raise InvalidInput("countdown is a number of seconds from 0 to a year")
+    if eta is not None and (
+        not isinstance(eta, datetime) or eta.tzinfo is None or eta.utcoffset() is None
+    ):
+        raise InvalidInput("eta must be a datetime with a timezone")
+    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
+        raise InvalidInput("queue must be a non-empty string")
+
+
 def plan_retry(
     task: Task,
     *,
@@ -274,20 +300,7 @@ def plan_retry(
         raise InvalidInput(
             f"task {task.id!r} cannot be retried: its name is unknown (no event carried it)"
         )
-    if countdown is not None and eta is not None:
-        raise InvalidInput("give countdown or eta, not both")
-    if countdown is not None and (
-        isinstance(countdown, bool)
-        or not isinstance(countdown, (int, float))
-        or not 0 <= countdown <= _MAX_COUNTDOWN
-    ):
-        raise InvalidInput("countdown is a number of seconds from 0 to a year")
-    if eta is not None and (
-        not isinstance(eta, datetime) or eta.tzinfo is None or eta.utcoffset() is None
-    ):
-        raise InvalidInput("eta must be a datetime with a timezone")
-    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
-        raise InvalidInput("queue must be a non-empty string")
+    check_retry_overrides(queue=queue, countdown=countdown, eta=eta)
     target_queue = queue if queue is not None else task.queue
     routing_key = None if queue is not None else task.routing_key
     if contains_marker([task.id, task.name, target_queue, routing_key]):
@@ -483,6 +496,10 @@ class RetryItem:
         )
 
 
+def _items(value: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class CommandPart:
     """brain -> agent: one part of a command (a single action is one part of one item).
@@ -496,7 +513,7 @@ class CommandPart:
     command_id: str = attrs.field(validator=non_empty)
     action: Action = attrs.field(converter=Action)
     part: int = attrs.field(validator=non_negative)
-    items: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=tuple)
+    items: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_items)
     options: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
@@ -639,3 +656,48 @@ class PartReport:
             result=result,
             error=None if error is None else error[:_MAX_REASON],
         )
+
+
+#: Most refused or failed tasks a bulk command's result names (its counts cover every task).
+MAX_PROBLEMS: Final = 50
+
+
+def _counts(value: Mapping[str, int]) -> Mapping[str, int]:
+    return {ItemOutcome(key).value: int(count) for key, count in sorted(value.items())}
+
+
+@attrs.frozen(kw_only=True)
+class Progress:
+    """How far a bulk command got: the result it shows while it runs and once it is done.
+
+    ``total`` is how many tasks it was sent to act on (known when it starts),
+    ``done`` how many have an outcome, ``outcomes`` the count of each, and
+    ``problems`` the first :data:`MAX_PROBLEMS` refused or failed tasks with
+    their reasons.
+    """
+
+    total: int | None = None
+    done: int = 0
+    outcomes: Mapping[str, int] = attrs.field(factory=dict, converter=_counts)
+    problems: tuple[Mapping[str, Any], ...] = ()
+
+    def add(self, reports: Iterable[ItemReport]) -> Progress:
+        """This progress with ``reports`` counted."""
+        outcomes = dict(self.outcomes)
+        problems = list(self.problems)
+        done = self.done
+        for report in reports:
+            done += 1
+            outcomes[report.outcome.value] = outcomes.get(report.outcome.value, 0) + 1
+            if not report.outcome.is_success and len(problems) < MAX_PROBLEMS:
+                problems.append(report.to_dict())
+        return attrs.evolve(self, done=done, outcomes=outcomes, problems=tuple(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The progress as a command's ``result``."""
+        return {
+            "total": self.total,
+            "done": self.done,
+            "outcomes": dict(self.outcomes),
+            "problems": [dict(problem) for problem in self.problems],
+        }

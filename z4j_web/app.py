@@ -12,7 +12,8 @@ from z4j_infra.clock import SystemClock
 from z4j_infra.database import Database
 from z4j_infra.passwords import Argon2PasswordHasher
 from z4j_infra.settings import Settings
-from z4j_web import account, api, gateway, health, live, members, metrics, onboarding
+from z4j_web import account, actions, api, gateway, health, live, members, metrics, onboarding
+from z4j_web.commands import Dispatcher
 from z4j_web.errors import register_error_handlers
 from z4j_web.ingest import DEFAULT_CAPACITY, IngestWriter
 from z4j_web.live import LiveUpdates
@@ -80,6 +81,7 @@ def create_app(
         capacity=ingest_capacity,
     )
     runtime.reconciler = Reconciler(runtime)
+    runtime.commands = Dispatcher(runtime)
     runtime.redaction = RedactionStore(lambda: runtime.uow)
     app.extensions[EXTENSION_KEY] = runtime
 
@@ -92,11 +94,13 @@ def create_app(
         runtime.shutting_down.clear()
         runtime.ingest.start()
         runtime.reconciler.start()
+        runtime.commands.start()
 
     @app.after_serving
     async def disconnect() -> None:
         runtime.shutting_down.set()
         await runtime.reconciler.stop()
+        await runtime.commands.stop()
         # Commit what agents already handed over before the database goes away.
         await runtime.ingest.stop()
         if runtime.owns_database and runtime.database is not None:
@@ -125,6 +129,7 @@ def create_app(
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(actions.blueprint)
     app.register_blueprint(account.blueprint)
     app.register_blueprint(members.blueprint)
     app.register_blueprint(onboarding.blueprint)

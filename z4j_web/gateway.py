@@ -17,7 +17,12 @@ The conversation (every frame signed, see :mod:`z4j_domain.frames` and
    settings change) and ``probe`` (``{"id", "command": "probe", "task_ids"}``,
    from the reconciler; answered by a ``command_result``
    ``{"id", "command": "probe", "answers": [{"task_id", "active_on",
-   "backend_state"}]}``).
+   "backend_state"}]}``), and the actions of :mod:`z4j_web.commands`
+   (``{"id", "command": "retry" | "cancel" | "purge", "part", "items",
+   "options"}``, see :class:`~z4j_domain.commands.CommandPart`), answered by
+   ``command_result`` reports (:class:`~z4j_domain.commands.PartReport`):
+   ``acked`` at once, then ``done`` or ``failed``. An agent lists the actions
+   it can run in its hello's ``capabilities``.
 
 A heartbeat is ``{"worker": {...}, "tasks": [ids] | null}``: ``tasks`` lists
 what the worker holds (active, reserved, scheduled), the reconciler's activity
@@ -49,6 +54,7 @@ from typing import Any, Final
 import attrs
 from quart import Blueprint, Response, websocket
 
+from z4j_domain.commands import Action, PartReport
 from z4j_domain.errors import InvalidInput
 from z4j_domain.frames import (
     MAX_FRAME_BYTES,
@@ -129,6 +135,7 @@ CLOSE_INTERNAL: Final = 1011
 _MAX_ID_LENGTH: Final = 255
 _MAX_INT32: Final = 2**31 - 1
 _MAX_INT64: Final = 2**63 - 1
+_ACTIONS: Final = frozenset(action.value for action in Action)
 _ID_FIELDS: Final = ("id", "task_id", "root_id", "parent_id", "group_id", "chord_id")
 
 
@@ -175,7 +182,7 @@ class Heartbeat:
 
 @attrs.frozen(kw_only=True)
 class CommandResult:
-    """A ``command_result`` frame: a probe's answers (other commands have none yet)."""
+    """A ``command_result`` frame: a probe's answers."""
 
     command: str
     answers: tuple[ProbeAnswer, ...] = ()
@@ -198,6 +205,8 @@ class Hello:
     pid: int | None
     agent_version: str | None
     kind: str | None
+    #: The actions the agent can run (``retry``, ``cancel``, ``purge``); none if it did not say.
+    capabilities: frozenset[str] = frozenset()
 
 
 def _reject(error: FrameRejected) -> ProtocolViolation:
@@ -255,6 +264,16 @@ def _text(body: Mapping[str, Any], key: str, *, limit: int = 1_000) -> str | Non
     if value is not None and ("\x00" in value or len(value) > limit):
         raise ProtocolViolation("malformed", f"{key!r} is too long or contains NUL")
     return value
+
+
+def _capabilities(body: Mapping[str, Any]) -> frozenset[str]:
+    """The actions a hello says the agent can run; unknown ones are left out."""
+    value = body.get("capabilities")
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ProtocolViolation("malformed", "'capabilities' must be a list of strings")
+    return frozenset(value) & _ACTIONS
 
 
 def _task_ids(body: Mapping[str, Any]) -> tuple[str, ...] | None:
@@ -386,6 +405,7 @@ class AgentSession:
             pid=_count(body, "pid"),
             agent_version=_text(body, "agent_version", limit=100),
             kind=_text(body, "kind", limit=100),
+            capabilities=_capabilities(body),
         )
         self.nonce = self._new_nonce()
         self._guard = ReplayGuard(session=self.nonce, last_seq=0)
@@ -400,7 +420,9 @@ class AgentSession:
             },
         )
 
-    def receive(self, text: str | bytes) -> EventsBatch | Heartbeat | Bye | CommandResult | None:
+    def receive(
+        self, text: str | bytes
+    ) -> EventsBatch | Heartbeat | Bye | CommandResult | PartReport | None:
         """Verify one frame after the hello and say what it asks for (``None``: nothing)."""
         if self.nonce is None:
             raise RuntimeError("no session yet: handle the hello first")
@@ -430,8 +452,13 @@ class AgentSession:
             return Bye(reason=reason, worker=worker or None)
         if frame.type is FrameType.COMMAND_RESULT:
             command = body.get("command")
+            if isinstance(command, str) and command in _ACTIONS:
+                try:
+                    return PartReport.from_body(body)
+                except InvalidInput as error:
+                    raise ProtocolViolation("malformed", f"command result: {error}") from None
             if command != "probe":
-                return None  # nothing else is answered yet; harmless
+                return None  # a command this brain never sends (a newer agent's): harmless
             try:
                 answers = parse_probe_answers(body, self._clock.now())
             except InvalidInput as error:
@@ -483,6 +510,17 @@ class AgentConnection:
         """The project of the connected agent."""
         return self._project_id
 
+    @property
+    def agent_name(self) -> str:
+        """The agent's name as minted."""
+        return self._session.agent_name
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The actions the agent said it can run."""
+        hello = self._session.hello
+        return hello.capabilities if hello is not None else frozenset()
+
     def send_command(self, body: Mapping[str, Any]) -> bool:
         """Queue a ``command`` frame for the agent; ``False`` if too many are waiting."""
         if self._failed.is_set() or self._commands_queued >= MAX_QUEUED_COMMANDS:
@@ -523,12 +561,14 @@ class AgentConnection:
             hello_info.agent_version if hello_info else "?",
         )
         await self._send(welcome)
-        reconciler = self._runtime.reconciler
+        reconciler, dispatcher = self._runtime.reconciler, self._runtime.commands
         reconciler.connected(self)
+        dispatcher.connected(self)
         try:
             return await self._serve()
         finally:
             reconciler.disconnected(self)
+            dispatcher.disconnected(self)
 
     async def _serve(self) -> _Close:
         receiver = asyncio.ensure_future(self._receive_loop())
@@ -611,6 +651,9 @@ class AgentConnection:
             elif isinstance(message, CommandResult):
                 self._metrics.frames_accepted.labels(type="command_result").inc()
                 self._runtime.reconciler.answered(self._project_id, message.answers)
+            elif isinstance(message, PartReport):
+                self._metrics.frames_accepted.labels(type="command_result").inc()
+                self._runtime.commands.reported(self, message)
             elif isinstance(message, Bye):
                 self._metrics.frames_accepted.labels(type="bye").inc()
                 _log.info(

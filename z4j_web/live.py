@@ -5,6 +5,7 @@ connection subscribes to one project and forwards the messages as JSON::
 
     {"type": "tasks", "items": [<task as in the REST API>, ...]}
     {"type": "workers", "items": [<worker as in the REST API>, ...]}
+    {"type": "commands", "items": [<command as in the REST API>]}   (progress, outcome)
 
 The hub is per process. Several brain processes on one PostgreSQL database
 will fan out through LISTEN/NOTIFY (DESIGN.md, section 8); until then a

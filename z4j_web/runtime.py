@@ -15,6 +15,7 @@ from z4j_domain.ports import Clock, PasswordHasher, UnitOfWorkFactory
 if TYPE_CHECKING:
     from z4j_infra.database import Database
     from z4j_infra.settings import Settings
+    from z4j_web.commands import Dispatcher
     from z4j_web.ingest import IngestWriter
     from z4j_web.live import LiveUpdates
     from z4j_web.metrics import Metrics
@@ -46,6 +47,7 @@ class Runtime:
     live: LiveUpdates = attrs.field(init=False)
     ingest: IngestWriter = attrs.field(init=False)
     reconciler: Reconciler = attrs.field(init=False)
+    commands: Dispatcher = attrs.field(init=False)
     redaction: RedactionStore = attrs.field(init=False)
 
     @property
