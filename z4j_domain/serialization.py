@@ -22,9 +22,11 @@ from z4j_domain.workers import Worker
 
 __all__ = [
     "TASK_API_FIELDS",
+    "TASK_SUMMARY_FIELDS",
     "converter",
     "event_from_dict",
     "event_to_dict",
+    "task_summary_to_dict",
     "task_to_dict",
     "worker_to_dict",
 ]
@@ -62,6 +64,19 @@ TASK_API_FIELDS: Final = (
     "truncated",
     "arguments_redacted",
     "arguments_truncated",
+)
+
+#: The fields of a task where the API only points at it (a task's ``retries``).
+TASK_SUMMARY_FIELDS: Final = (
+    "id",
+    "name",
+    "state",
+    "attempt",
+    "first_seen_at",
+    "sent_at",
+    "received_at",
+    "started_at",
+    "finished_at",
 )
 
 
@@ -134,6 +149,12 @@ def task_to_dict(task: Task) -> dict[str, Any]:
     if raw["retries"] is None:
         raw["retries"] = 0
     return {name: raw[name] for name in TASK_API_FIELDS}
+
+
+def task_summary_to_dict(task: Task) -> dict[str, Any]:
+    """The task as the API lists it where it only points at it: :data:`TASK_SUMMARY_FIELDS`."""
+    full = task_to_dict(task)
+    return {name: full[name] for name in TASK_SUMMARY_FIELDS}
 
 
 def worker_to_dict(worker: Worker) -> dict[str, Any]:

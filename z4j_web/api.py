@@ -18,7 +18,12 @@ from z4j_domain.errors import InvalidInput
 from z4j_domain.queries import TaskQuery
 from z4j_domain.rbac import Permission
 from z4j_domain.redaction import RedactionSettings
-from z4j_domain.serialization import event_to_dict, task_to_dict, worker_to_dict
+from z4j_domain.serialization import (
+    event_to_dict,
+    task_summary_to_dict,
+    task_to_dict,
+    worker_to_dict,
+)
 from z4j_domain.users import Agent
 from z4j_domain.workers import Worker
 from z4j_web import services
@@ -86,9 +91,15 @@ async def list_tasks(project: str) -> dict[str, Any]:
 @blueprint.get("/tasks/<path:task_id>")
 @require(Permission.READ_TASKS)
 async def get_task(project: str, task_id: str) -> dict[str, Any]:
-    """A task and its events in timeline order."""
-    task, events = await services.get_task(current_runtime().uow, current_access().project, task_id)
-    return {**task_to_dict(task), "events": [event_to_dict(event) for event in events]}
+    """A task, its events in timeline order and the tasks that retried it, oldest first."""
+    task, events, retries = await services.get_task(
+        current_runtime().uow, current_access().project, task_id
+    )
+    return {
+        **task_to_dict(task),
+        "events": [event_to_dict(event) for event in events],
+        "retries": [task_summary_to_dict(retry) for retry in retries],
+    }
 
 
 @blueprint.get("/workers")

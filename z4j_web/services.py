@@ -453,13 +453,14 @@ async def list_tasks(
 
 async def get_task(
     uow_factory: UnitOfWorkFactory, project: Project, task_id: str
-) -> tuple[Task, Sequence[TaskEvent]]:
-    """A task and its events in timeline order, or raise :class:`NotFound`."""
+) -> tuple[Task, Sequence[TaskEvent], Sequence[Task]]:
+    """A task, its events in timeline order and the tasks that retried it, or :class:`NotFound`."""
     async with uow_factory() as uow:
         task = await uow.tasks.get(project.id, task_id)
         if task is None:
             raise NotFound(f"no task {task_id!r} in project {project.slug!r}")
-        return task, await uow.events.timeline(project.id, task_id)
+        events = await uow.events.timeline(project.id, task_id)
+        return task, events, await uow.tasks.retries(project.id, task_id)
 
 
 async def list_workers(

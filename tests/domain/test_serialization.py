@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from tests.strategies import event_sets, json_values, task_events
 from z4j_domain.errors import InvalidInput
-from z4j_domain.serialization import TASK_API_FIELDS, event_from_dict, event_to_dict, task_to_dict
+from z4j_domain.serialization import (
+    TASK_API_FIELDS,
+    TASK_SUMMARY_FIELDS,
+    event_from_dict,
+    event_to_dict,
+    task_summary_to_dict,
+    task_to_dict,
+)
 from z4j_domain.tasks import TaskEvent, fold
 
 
@@ -58,3 +65,17 @@ def test_task_dict_has_exactly_the_api_fields_in_json_types(events: list[TaskEve
     assert view["state"] == task.state.value
     assert isinstance(view["retries"], int)
     json.dumps(view)
+
+
+@given(events=event_sets())
+def test_a_task_summary_is_the_api_view_cut_to_the_summary_fields(
+    events: list[TaskEvent],
+) -> None:
+    """Where the API only points at a task, it shows the same values, fewer fields."""
+    task = fold(events)
+    assert task is not None
+    summary = task_summary_to_dict(task)
+    assert tuple(summary) == TASK_SUMMARY_FIELDS
+    assert set(TASK_SUMMARY_FIELDS) <= set(TASK_API_FIELDS)
+    full = task_to_dict(task)
+    assert all(summary[name] == full[name] for name in TASK_SUMMARY_FIELDS)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
 from quart.typing import TestClientProtocol as Client
 
+from z4j_domain.encoding import utc_isoformat
 from z4j_domain.serialization import TASK_API_FIELDS
 from z4j_domain.testing import FakeClock
 from z4j_web import services
 
-from .support import TASKS, Backend, Seeded, bearer, seed
+from .support import T0, TASKS, Backend, Seeded, bearer, event, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -266,6 +268,64 @@ async def test_task_detail_has_its_timeline(client: Client, seeded: Seeded) -> N
     assert body["kwargs"] == {"n": 1}
     assert [e["kind"] for e in body["events"]] == ["sent", "received", "started", "failed"]
     assert all(e["task_id"] == "t-01" for e in body["events"])
+
+
+async def test_task_detail_lists_the_tasks_that_retried_it(
+    client: Client, seeded: Seeded, backend: Backend
+) -> None:
+    """A retry names the task it retried; that task lists its retries, oldest first."""
+    retries = [
+        event("t-01-b", "sent", 20, name="app.send_mail", retry_of="t-01"),
+        event("t-01-a", "received", 10.1, worker="w2@host"),
+        event("t-01-a", "sent", 10, name="app.send_mail", retry_of="t-01"),
+        event("t-01-a", "succeeded", 10.3, worker="w2@host", result=1),
+        # A retry of the retry is the first retry's, not the original's.
+        event("t-01-a-a", "sent", 30, name="app.send_mail", retry_of="t-01-a"),
+    ]
+    async with backend.uow_factory() as uow:
+        await uow.tasks.apply_events(seeded.project_id, retries)
+        await uow.commit()
+
+    def at(minute: float) -> str:
+        return utc_isoformat(T0 + timedelta(minutes=minute))
+
+    original = await get_json(client, f"{TASKS_URL}/t-01", seeded.key)
+    assert original["retry_of"] is None
+    assert original["retries"] == [
+        {
+            "id": "t-01-a",
+            "name": "app.send_mail",
+            "state": "succeeded",
+            "attempt": 0,
+            "first_seen_at": at(10),
+            "sent_at": at(10),
+            "received_at": at(10.1),
+            "started_at": None,
+            "finished_at": at(10.3),
+        },
+        {
+            "id": "t-01-b",
+            "name": "app.send_mail",
+            "state": "pending",
+            "attempt": 0,
+            "first_seen_at": at(20),
+            "sent_at": at(20),
+            "received_at": None,
+            "started_at": None,
+            "finished_at": None,
+        },
+    ]
+    first = await get_json(client, f"{TASKS_URL}/t-01-a", seeded.key)
+    assert first["retry_of"] == "t-01"
+    assert [retry["id"] for retry in first["retries"]] == ["t-01-a-a"]
+    plain = await get_json(client, f"{TASKS_URL}/t-02", seeded.key)
+    assert (plain["retry_of"], plain["retries"]) == (None, [])
+    listed = await get_json(client, TASKS_URL, seeded.key)
+    assert {task["id"]: task["retry_of"] for task in listed["items"][:3]} == {
+        "t-01-a-a": "t-01-a",
+        "t-01-b": "t-01",
+        "t-01-a": "t-01",
+    }
 
 
 @pytest.mark.parametrize(
