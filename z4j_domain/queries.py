@@ -20,7 +20,7 @@ import attrs
 from z4j_domain._validators import aware_utc, optional_aware_utc
 from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import InvalidInput
-from z4j_domain.tasks import Task, TaskState
+from z4j_domain.tasks import MAX_ID_LENGTH, Task, TaskState
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -35,6 +35,14 @@ __all__ = [
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 500
 _MAX_TEXT: Final = 200
+#: The text parameters of a filter and their longest accepted value.
+_TEXT_PARAMS: Final = {
+    "name": _MAX_TEXT,
+    "queue": _MAX_TEXT,
+    "worker": _MAX_TEXT,
+    "text": _MAX_TEXT,
+    "retry_of": MAX_ID_LENGTH,
+}
 
 
 def _states(value: Any) -> frozenset[TaskState]:
@@ -46,7 +54,8 @@ class TaskFilter:
     """Which tasks to select; every criterion given must hold (an empty filter selects all).
 
     ``since`` / ``until`` bound ``first_seen_at`` (inclusive / exclusive);
-    ``text`` matches a substring of the name or a prefix of the id.
+    ``text`` matches a substring of the name or a prefix of the id;
+    ``retry_of`` selects the tasks z4j re-published from that task.
     """
 
     states: frozenset[TaskState] = attrs.field(default=frozenset(), converter=_states)
@@ -56,6 +65,7 @@ class TaskFilter:
     since: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
     until: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
     text: str | None = None
+    retry_of: str | None = None
 
     def matches(self, task: Task) -> bool:
         """Whether ``task`` is selected (the reference semantics every repository follows)."""
@@ -66,6 +76,8 @@ class TaskFilter:
         if self.queue is not None and task.queue != self.queue:
             return False
         if self.worker is not None and task.worker != self.worker:
+            return False
+        if self.retry_of is not None and task.retry_of != self.retry_of:
             return False
         if self.since is not None and task.first_seen_at < self.since:
             return False
@@ -83,7 +95,7 @@ class TaskFilter:
         params: dict[str, Any] = {}
         if self.states:
             params["state"] = sorted(state.value for state in self.states)
-        for field in ("name", "queue", "worker", "text"):
+        for field in _TEXT_PARAMS:
             value = getattr(self, field)
             if value is not None:
                 params[field] = value
@@ -116,14 +128,14 @@ class TaskFilter:
                         f"unknown state {part!r}; expected one of: {allowed}"
                     ) from None
         values: dict[str, Any] = {"states": states}
-        for field in ("name", "queue", "worker", "text"):
+        for field, longest in _TEXT_PARAMS.items():
             value = params.get(field)
             if value in (None, ""):
                 continue
             if not isinstance(value, str):
                 raise InvalidInput(f"{field} must be a string")
-            if len(value) > _MAX_TEXT:
-                raise InvalidInput(f"{field} is longer than {_MAX_TEXT} characters")
+            if len(value) > longest:
+                raise InvalidInput(f"{field} is longer than {longest} characters")
             values[field] = value
         for field in ("since", "until"):
             value = params.get(field)

@@ -210,6 +210,8 @@ class SqlTaskRepository:
             conditions.append(c.queue == selection.queue)
         if selection.worker is not None:
             conditions.append(c.worker == selection.worker)
+        if selection.retry_of is not None:
+            conditions.append(c.retry_of == selection.retry_of)
         if selection.since is not None:
             conditions.append(c.first_seen_at >= selection.since)
         if selection.until is not None:

@@ -37,7 +37,7 @@ _log = logging.getLogger("z4j.api")
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1/projects/<project>")
 
 _SCALAR_PARAMS: Final = frozenset(
-    {"name", "queue", "worker", "since", "until", "text", "q", "limit", "cursor"}
+    {"name", "queue", "worker", "retry_of", "since", "until", "text", "q", "limit", "cursor"}
 )
 _TASK_PARAMS: Final = _SCALAR_PARAMS | {"state"}
 # "...T12:00:00 01:00": an offset whose "+" the query string decoded into a space.

@@ -402,12 +402,16 @@ async def test_any_batch_split_and_order_gives_the_same_tasks(
 
 
 def _catalogue() -> list[TaskEvent]:
-    """Tasks covering every filter: names with LIKE wildcards, mixed case, queues, states."""
+    """Tasks for every filter: names with LIKE wildcards, mixed case, queues, states, retries."""
     events: list[TaskEvent] = []
     names = ["app.Reports.Build", "app.mail.send", "100%_done", "app.mail.send_bulk", "ÄPP.ünï"]
     outcomes = [EventKind.SUCCEEDED, EventKind.FAILED, EventKind.REVOKED]
+
+    def task_id_of(index: int) -> str:
+        return f"{'ab' if index % 2 else 'AB'}{index:02d}{'%' if index % 5 == 0 else '_'}"
+
     for index in range(24):
-        task_id = f"{'ab' if index % 2 else 'AB'}{index:02d}{'%' if index % 5 == 0 else '_'}"
+        task_id = task_id_of(index)
         task_events = lifecycle(
             task_id,
             # Pairs of tasks share a first_seen_at, so ties are ordered by id.
@@ -417,6 +421,10 @@ def _catalogue() -> list[TaskEvent]:
             worker=f"celery@w{index % 2}",
             outcome=outcomes[index % 3],
         )
+        if index % 4 == 1:
+            # Some retry an earlier task; only their sent event (always kept) says so.
+            sent = attrs.evolve(task_events[0], retry_of=task_id_of(index // 8 * 8))
+            task_events = [sent, *task_events[1:]]
         # Leave some tasks unfinished, in different states.
         events.extend(task_events[: 4 - index % 4] if index % 7 else task_events)
     return events
@@ -442,6 +450,10 @@ _FILTERS = [
     TaskFilter(text="ab01_"),
     TaskFilter(text="äpp"),
     TaskFilter(text="nothing matches this"),
+    TaskFilter(retry_of="AB00%"),
+    TaskFilter(retry_of="AB08_"),
+    TaskFilter(retry_of="AB08_", states=[TaskState.FAILED, TaskState.STARTED]),
+    TaskFilter(retry_of="ab08_"),  # ids are case-sensitive
     TaskFilter(states=[TaskState.SUCCEEDED], queue="default", text="app"),
 ]
 

@@ -26,10 +26,12 @@ def test_filter_parses_every_parameter() -> None:
             "since": "2026-03-01T00:00:00Z",
             "until": "2026-03-02T00:00:00+02:00",
             "text": "add",
+            "retry_of": "t-orig",
         }
     )
     assert parsed.states == {TaskState.FAILED, TaskState.STARTED}
     assert parsed.name == "app.add"
+    assert parsed.retry_of == "t-orig"
     assert parsed.since is not None
     assert parsed.since.isoformat() == "2026-03-01T00:00:00+00:00"
     assert parsed.until is not None
@@ -45,6 +47,8 @@ def test_filter_parses_every_parameter() -> None:
         ({"since": "2026-03-02T00:00:00Z", "until": "2026-03-01T00:00:00Z"}, "since must be"),
         ({"name": "x" * 201}, "name is longer than 200"),
         ({"name": 5}, "name must be a string"),
+        ({"retry_of": "x" * 256}, "retry_of is longer than 255"),
+        ({"retry_of": ["t"]}, "retry_of must be a string"),
         ({"state": {"a": 1}}, "state must be a string or a list"),
     ],
 )
@@ -111,6 +115,15 @@ def test_text_matches_name_substring_or_id_prefix() -> None:
     assert not TaskFilter(text="x").matches(_task(name=None))
 
 
+@given(event=task_events(), wanted=st.sampled_from(["original-1", "original-2", "other"]))
+def test_retry_of_filter_matches_exactly_the_retries_of_that_task(
+    event: TaskEvent, wanted: str
+) -> None:
+    """retry_of is an exact match; a task that retries nothing never matches."""
+    task = Task.from_event(event)
+    assert TaskFilter(retry_of=wanted).matches(task) == (task.retry_of == wanted)
+
+
 def test_time_window_is_inclusive_exclusive() -> None:
     """since is inclusive and until exclusive, both on first_seen_at."""
     task = _task()
@@ -125,6 +138,7 @@ def test_time_window_is_inclusive_exclusive() -> None:
     queue=st.none() | st.text(min_size=1, max_size=50),
     worker=st.none() | st.text(min_size=1, max_size=50),
     text=st.none() | st.text(min_size=1, max_size=50),
+    retry_of=st.none() | st.text(min_size=1, max_size=255),
     since=st.none() | st.integers(0, 10_000),
     span=st.none() | st.integers(1, 10_000),
 )
@@ -134,6 +148,7 @@ def test_filters_round_trip_through_their_params(
     queue: str | None,
     worker: str | None,
     text: str | None,
+    retry_of: str | None,
     since: int | None,
     span: int | None,
 ) -> None:
@@ -141,6 +156,13 @@ def test_filters_round_trip_through_their_params(
     start = None if since is None else BASE_TIME + timedelta(seconds=since)
     end = None if span is None else BASE_TIME + timedelta(seconds=(since or 0) + span)
     original = TaskFilter(
-        states=states, name=name, queue=queue, worker=worker, text=text, since=start, until=end
+        states=states,
+        name=name,
+        queue=queue,
+        worker=worker,
+        text=text,
+        retry_of=retry_of,
+        since=start,
+        until=end,
     )
     assert TaskFilter.from_params(original.to_params()) == original

@@ -227,6 +227,7 @@ BAD_PARAMS = [
     ("limit=1e3", "limit must be an integer, got '1e3'"),
     ("name=" + "x" * 201, "name is longer than 200 characters"),
     ("q=" + "x" * 201, "text is longer than 200 characters"),
+    ("retry_of=" + "x" * 256, "retry_of is longer than 255 characters"),
     ("text=a&q=b", "pass either text or q, not both"),
     ("queue=a&queue=b", "parameter 'queue' given more than once"),
 ]
@@ -250,7 +251,15 @@ async def test_unknown_parameters_are_refused(client: Client, seeded: Seeded) ->
 
 @pytest.mark.parametrize(
     "query",
-    ["name=%00", "text=%00%ff", "q=%27%3B--", "worker=%F0%9F%92%A5", "since=%00", "cursor=%00"],
+    [
+        "name=%00",
+        "text=%00%ff",
+        "q=%27%3B--",
+        "worker=%F0%9F%92%A5",
+        "since=%00",
+        "cursor=%00",
+        "retry_of=%00%ff",
+    ],
 )
 async def test_odd_bytes_never_cause_a_500(client: Client, seeded: Seeded, query: str) -> None:
     """NUL bytes, invalid UTF-8 and quotes in parameters are 200 or 400, never 500."""
@@ -326,6 +335,10 @@ async def test_task_detail_lists_the_tasks_that_retried_it(
         "t-01-b": "t-01",
         "t-01-a": "t-01",
     }
+    filtered = await get_json(client, f"{TASKS_URL}?retry_of=t-01", seeded.key)
+    assert [task["id"] for task in filtered["items"]] == ["t-01-b", "t-01-a"]
+    pending = await get_json(client, f"{TASKS_URL}?retry_of=t-01&state=pending", seeded.key)
+    assert [task["id"] for task in pending["items"]] == ["t-01-b"]
 
 
 @pytest.mark.parametrize(
