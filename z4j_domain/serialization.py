@@ -66,7 +66,7 @@ TASK_API_FIELDS: Final = (
     "arguments_truncated",
 )
 
-#: The fields of a task where the API only points at it (a task's ``retries``).
+#: The fields of a task where the API only points at it (a task detail's ``retried_by``).
 TASK_SUMMARY_FIELDS: Final = (
     "id",
     "name",

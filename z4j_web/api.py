@@ -95,10 +95,11 @@ async def get_task(project: str, task_id: str) -> dict[str, Any]:
     task, events, retries = await services.get_task(
         current_runtime().uow, current_access().project, task_id
     )
+    # Not "retries": that is Celery's retry count, one of the task's own fields.
     return {
         **task_to_dict(task),
         "events": [event_to_dict(event) for event in events],
-        "retries": [task_summary_to_dict(retry) for retry in retries],
+        "retried_by": [task_summary_to_dict(retry) for retry in retries],
     }
 
 
