@@ -48,8 +48,8 @@ _KEY_HEADER: Final = "Idempotency-Key"
 
 
 async def _body(fields: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body (an empty body is an empty object), checked against ``fields``."""
-    if not (await request.get_data()):
+    """The JSON body (no body, or ``null``, is an empty object), checked against ``fields``."""
+    if (await request.get_data()).strip() in (b"", b"null"):
         return {}
     return await json_object({**fields, "idempotency_key": str})
 

@@ -67,6 +67,23 @@ ENDPOINTS: Final = [
     ),
     Endpoint("DELETE", f"{P}/invitations/999999", Permission.MANAGE_MEMBERS, ok=404),
     Endpoint("GET", f"{P}/audit", Permission.READ_AUDIT),
+    # Actions only store a command (no agent is connected), so any order is fine.
+    Endpoint("POST", f"{P}/tasks/t-01/retry", Permission.RETRY, ok=202),
+    Endpoint("POST", f"{P}/tasks/t-03/cancel", Permission.CANCEL, ok=202),
+    Endpoint(
+        "POST",
+        f"{P}/tasks/bulk-retry",
+        Permission.BULK_ACTIONS,
+        body={"filter": {"state": "failed"}, "dry_run": True},
+    ),
+    Endpoint(
+        "POST", f"{P}/tasks/bulk-cancel", Permission.BULK_ACTIONS, ok=202, body={"ids": ["t-03"]}
+    ),
+    Endpoint(
+        "POST", f"{P}/queues/celery/purge", Permission.PURGE, ok=202, body={"confirm_depth": 0}
+    ),
+    Endpoint("GET", f"{P}/commands", Permission.READ_TASKS),
+    Endpoint("GET", f"{P}/commands/no-such-command", Permission.READ_TASKS, ok=404),
 ]
 
 #: Who may do what, written out: the matrix the API must follow.
