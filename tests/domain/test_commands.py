@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,11 +38,20 @@ from tests.strategies import (
 )
 from z4j_domain.commands import (
     DEFAULT_COMMAND_TIMEOUT,
+    MAX_PROBLEMS,
+    Action,
     Command,
     CommandKind,
+    CommandPart,
     CommandStatus,
+    ItemOutcome,
+    ItemReport,
+    PartReport,
+    Progress,
+    RetryItem,
     contains_marker,
     plan_retry,
+    retry_task_id,
 )
 from z4j_domain.encoding import canonical_json, storable_json
 from z4j_domain.errors import InvalidInput
@@ -650,3 +661,119 @@ def test_arguments_cut_for_nesting_too_deep_are_recovered_not_sent() -> None:
     plan = plan_retry(task)
     assert plan.recover_arguments
     assert "args" not in plan.item(NEW_ID).to_dict()
+
+
+# --- the wire -----------------------------------------------------------------
+
+
+@given(
+    task=stored_retry_tasks(),
+    queue=retry_queue_overrides,
+    countdown=retry_countdowns,
+    eta=retry_etas,
+)
+def test_a_retry_part_as_sent_and_as_the_agent_reads_it_never_holds_a_marker(
+    task: Task, queue: str | None, countdown: float | None, eta: datetime | None
+) -> None:
+    """The frame body the brain sends has no marker, and the agent reads back the same item."""
+    try:
+        plan = plan_retry(task, queue=queue, countdown=countdown, eta=eta)
+    except InvalidInput:
+        return
+    item = plan.item(retry_task_id("command-1", task.id))
+    part = CommandPart(command_id="command-1", action=Action.RETRY, part=0, items=[item.to_dict()])
+    body = strictly_json(part.body())
+    assert not marked(body)
+    assert not contains_marker(body)
+    read = CommandPart.from_body(body)
+    assert read == part
+    assert RetryItem.from_dict(read.items[0]) == item
+
+
+@given(args=retry_args, kwargs=retry_kwargs(), marker=json_with_marker())
+def test_the_agent_refuses_an_item_whose_arguments_hold_a_marker(
+    args: list[Any], kwargs: dict[str, Any], marker: Any
+) -> None:
+    """Whoever built it, an item with a marker in its arguments is refused before publishing."""
+    item = {
+        "task_id": "t-1",
+        "new_task_id": "t-2",
+        "name": "app.add",
+        "recover_arguments": False,
+        "args": [*args, marker],
+        "kwargs": kwargs,
+    }
+    with pytest.raises(InvalidInput, match="marker"):
+        RetryItem.from_dict(item)
+
+
+def test_an_item_to_recover_carries_no_arguments_even_if_sent_some() -> None:
+    """recover_arguments wins: arguments sent along anyway are dropped, never published."""
+    item = RetryItem.from_dict(
+        {
+            "task_id": "t-1",
+            "new_task_id": "t-2",
+            "name": "app.add",
+            "recover_arguments": True,
+            "args": [REDACTED],
+            "kwargs": {"password": REDACTED},
+        }
+    )
+    assert (item.args, item.kwargs, item.recover_arguments) == (None, None, True)
+    assert "args" not in item.to_dict()
+
+
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["id", "command", "part", "items", "options", "x"]), harmless_json
+    )
+)
+def test_any_command_body_is_a_part_or_invalid_input(body: dict[str, Any]) -> None:
+    """Whatever a frame carries, reading it gives a part or InvalidInput, never another error."""
+    with contextlib.suppress(InvalidInput):
+        part = CommandPart.from_body(body)
+        assert CommandPart.from_body(part.body()) == part
+
+
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["id", "command", "part", "status", "outcomes", "result", "error"]),
+        harmless_json,
+    )
+)
+def test_any_report_body_is_a_report_or_invalid_input(body: dict[str, Any]) -> None:
+    """A report from an agent is validated the same way: a report or InvalidInput."""
+    with contextlib.suppress(InvalidInput):
+        report = PartReport.from_body(body)
+        assert PartReport.from_body(report.body()) == report
+
+
+@given(
+    outcomes=st.lists(
+        st.tuples(st.sampled_from(list(ItemOutcome)), st.text(max_size=10)), max_size=300
+    )
+)
+def test_progress_counts_every_outcome_and_names_the_first_problems(
+    outcomes: list[tuple[ItemOutcome, str]],
+) -> None:
+    """Counts add up to what was done; problems are the first refused or failed, at most 50."""
+    reports = [
+        ItemReport(task_id=f"t-{n}", outcome=outcome, reason=reason or None)
+        for n, (outcome, reason) in enumerate(outcomes)
+    ]
+    progress = Progress(total=len(reports))
+    for start in range(0, len(reports), 7):
+        progress = progress.add(reports[start : start + 7])
+    result = progress.to_dict()
+    assert result["done"] == len(reports) == sum(result["outcomes"].values())
+    bad = [r.to_dict() for r in reports if not r.outcome.is_success]
+    assert result["problems"] == bad[:MAX_PROBLEMS]
+    assert strictly_json(result) == result
+
+
+def test_retried_tasks_get_a_new_id_derived_from_the_command_and_the_task() -> None:
+    """The same command and task give the same id; another command or task, another one."""
+    first = retry_task_id("c-1", "t-1")
+    assert first == retry_task_id("c-1", "t-1")
+    assert len({first, retry_task_id("c-2", "t-1"), retry_task_id("c-1", "t-2")}) == 3
+    assert str(uuid.UUID(first)) == first
