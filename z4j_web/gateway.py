@@ -136,7 +136,7 @@ _MAX_ID_LENGTH: Final = 255
 _MAX_INT32: Final = 2**31 - 1
 _MAX_INT64: Final = 2**63 - 1
 _ACTIONS: Final = frozenset(action.value for action in Action)
-_ID_FIELDS: Final = ("id", "task_id", "root_id", "parent_id", "group_id", "chord_id")
+_ID_FIELDS: Final = ("id", "task_id", "root_id", "parent_id", "group_id", "chord_id", "retry_of")
 
 
 class ProtocolViolation(Exception):
