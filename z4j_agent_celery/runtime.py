@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+from z4j_agent_celery.actions import CAPABILITIES, Executor
 from z4j_agent_celery.activity import Prober
 from z4j_agent_celery.capture import Capture, RawEvent, materialize, redact_event_dict
 from z4j_agent_celery.config import AgentConfig
@@ -79,7 +80,9 @@ class AgentRuntime:
     :func:`~z4j_agent_celery.bootstrap.worker_stats` and
     :func:`~z4j_agent_celery.activity.worker_tasks`); ``app`` is the worker's
     Celery app: its task registry (``sent`` events of fully redacted tasks),
-    remote control and result backend (probes). Tests leave it out.
+    remote control and result backend (probes), and what carries out the
+    brain's retry, cancel and purge commands (:class:`~z4j_agent_celery.actions.Executor`;
+    the hello lists them as ``capabilities``). Tests leave it out.
     """
 
     def __init__(
@@ -120,19 +123,24 @@ class AgentRuntime:
         self._child_thread: threading.Thread | None = None
         #: Events a child or the collector could not materialize or hand over.
         self.lost = 0
+        #: Carries out the brain's commands; ``None`` without an app (they are answered failed).
+        self.executor = Executor(app) if app is not None else None
+        hello: dict[str, Any] = {
+            "protocol": PROTOCOL_VERSION,
+            "agent": config.agent_name,
+            "project": config.project,
+            "hostname": hostname,
+            "pid": self._pid,
+            "agent_version": _version(),
+            "kind": "celery-worker",
+        }
+        if self.executor is not None:
+            hello["capabilities"] = list(CAPABILITIES)
         self.transport = Transport(
             url=config.url,
             token=config.token,
             secret=config.secret,
-            hello={
-                "protocol": PROTOCOL_VERSION,
-                "agent": config.agent_name,
-                "project": config.project,
-                "hostname": hostname,
-                "pid": self._pid,
-                "agent_version": _version(),
-                "kind": "celery-worker",
-            },
+            hello=hello,
             hostname=hostname,
             buffer=self.buffer,
             lock=self.lock,
@@ -140,6 +148,7 @@ class AgentRuntime:
             worker_tasks=worker_tasks,
             on_redaction=self.set_redaction,
             probe=Prober(hostname=hostname, local_tasks=worker_tasks or (lambda: None), app=app),
+            executor=self.executor,
             settings=settings,
             user_agent=f"z4j-celery/{_version()}",
         )

@@ -3,7 +3,8 @@
 The conversation (every frame signed with ``Z4J_HMAC_SECRET``, see
 :mod:`z4j_domain.frames` and :mod:`z4j_domain.protocol`)::
 
-    agent -> hello     session "hello", seq 0
+    agent -> hello     session "hello", seq 0   (capabilities: ["retry", "cancel", "purge"]
+                                                 when the agent can run commands)
     brain -> welcome   session <nonce>, seq 0, {session, max_batch, max_frame_bytes,
                        heartbeat_interval, redaction?}
     agent -> events    {batch, events}        seq 1, 2, 3, ... (session <nonce>)
@@ -13,6 +14,11 @@ The conversation (every frame signed with ``Z4J_HMAC_SECRET``, see
     brain -> command   {id, command: "probe", task_ids}
     agent -> command_result {id, command: "probe", answers: [{task_id, active_on,
                        backend_state}, ...]}
+    brain -> command   {id, command: "retry"|"cancel"|"purge", part, items, options}
+    agent -> command_result {id, command, part, status: "acked", outcomes: []}
+    agent -> command_result {id, command, part, status: "done", outcomes: [{task_id,
+                       outcome, new_task_id?, reason?}, ...], result?}
+                       or {id, command, part, status: "failed", outcomes: [], result?, error}
     agent -> bye       {reason, worker}
 
 ``redaction`` (in ``welcome``, and in a ``configure`` command while connected)
@@ -24,6 +30,16 @@ unknown (see :mod:`~z4j_agent_celery.activity`). A probe runs on the
 transport's command thread, never on this one: its answer is queued and sent
 by the send loop, in the session that asked (an answer for a session that is
 gone is dropped). Unknown commands are logged at DEBUG and ignored.
+
+A retry, cancel or purge part (:class:`~z4j_domain.commands.CommandPart`) is
+acknowledged at once (``acked``, in the session that sent it), then run on the
+command thread by the :class:`~z4j_agent_celery.actions.Executor`, whose report
+(``done`` or ``failed``) is sent in whichever session is up when it is ready:
+the outcome of a part that ran must reach the brain even if the connection
+dropped meanwhile. A part that already ran is answered with its first report,
+without running it again. A malformed part is logged and, when its id and part
+number can be read, answered ``failed`` saying why; an agent without an
+executor answers every part ``failed`` ("this agent cannot run commands").
 
 Nothing here ever raises into the worker: every failure is logged and retried
 with jittered exponential backoff, and events wait in the bounded
@@ -41,12 +57,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
+from z4j_domain.commands import Action, CommandPart, PartReport, PartStatus
 from z4j_domain.frames import (
     MAX_FRAME_BYTES,
     Frame,
@@ -57,6 +74,9 @@ from z4j_domain.frames import (
     encode_frame,
 )
 from z4j_domain.protocol import HELLO_SESSION, OutboundBuffer
+
+if TYPE_CHECKING:
+    from z4j_agent_celery.actions import Executor
 
 __all__ = ["Transport", "TransportSettings"]
 
@@ -70,6 +90,8 @@ _FRAME_OVERHEAD: Final = 4096
 _BYE_CLOSE_WAIT: Final = 0.5
 #: Most task ids one probe is answered for (the brain asks about at most this many).
 _MAX_PROBE_IDS: Final = 500
+#: The commands an :class:`~z4j_agent_celery.actions.Executor` carries out.
+_ACTIONS: Final = frozenset({Action.RETRY.value, Action.CANCEL.value, Action.PURGE.value})
 
 
 class _Rejected(Exception):
@@ -102,6 +124,8 @@ class Transport:
     ``on_redaction`` receives the brain's redaction settings (JSON form, not
     yet validated); ``probe`` answers a probe's task ids (see
     :class:`~z4j_agent_celery.activity.Prober`); without it probes are ignored.
+    ``executor`` runs retry, cancel and purge parts; without it they are
+    answered ``failed``.
     """
 
     def __init__(
@@ -118,6 +142,7 @@ class Transport:
         worker_tasks: Callable[[], list[str] | None] | None = None,
         on_redaction: Callable[[Any], Any] | None = None,
         probe: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None,
+        executor: Executor | None = None,
         settings: TransportSettings | None = None,
         user_agent: str = "z4j-celery",
     ) -> None:
@@ -132,9 +157,13 @@ class Transport:
         self._worker_tasks = worker_tasks
         self._on_redaction = on_redaction
         self._probe = probe
-        # Commands for the command thread, and (session, body) results for the send loop.
-        self._commands: queue.SimpleQueue[tuple[str, str, list[str]]] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._executor = executor
+        # Work for the command thread, and results for the send loop: (session, ...) where
+        # the session is the one to answer in, or None for whichever is up when it is sent.
+        self._commands: queue.SimpleQueue[
+            tuple[str | None, Callable[[], dict[str, Any] | None]]
+        ] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[str | None, dict[str, Any]]] = queue.SimpleQueue()
         self._command_thread: threading.Thread | None = None
         self._session = ""
         self.settings = settings or TransportSettings()
@@ -402,10 +431,92 @@ class Transport:
                     command_id,
                 )
                 task_ids = task_ids[:_MAX_PROBE_IDS]
-            self._commands.put((self._session, command_id, task_ids))
+            self._commands.put(
+                (self._session, lambda: self._answer_probe(command_id, list(task_ids)))
+            )
             self._ensure_command_thread()
+        elif command in _ACTIONS:
+            self._on_action(body)
         else:
             logger.debug("z4j agent ignores the unknown command %r", command)
+
+    def _on_action(self, body: Mapping[str, Any]) -> None:
+        """Acknowledge a retry, cancel or purge part and queue it for the command thread."""
+        try:
+            part = CommandPart.from_body(body)
+        except Exception as error:  # InvalidInput, or a value attrs refuses
+            logger.warning(
+                "z4j agent refuses a malformed %s command from the brain: %s",
+                body.get("command"),
+                error,
+            )
+            self._answer_unreadable(body, f"the agent could not read the command: {error}")
+            return
+        if self._executor is None:
+            logger.warning(
+                "z4j agent cannot run commands (no Celery app); %s part %d of %s failed",
+                part.action.value,
+                part.part,
+                part.command_id,
+            )
+            self._results.put((None, _failed(part, "this agent cannot run commands").body()))
+            return
+        report = self._executor.finished(part.key)
+        if report is not None:
+            logger.debug(
+                "z4j agent answers a repeat of %s part %d of %s with its report",
+                part.action.value,
+                part.part,
+                part.command_id,
+            )
+            self._results.put((None, report.body()))
+            return
+        acked = PartReport(
+            command_id=part.command_id,
+            action=part.action,
+            part=part.part,
+            status=PartStatus.ACKED,
+        )
+        self._results.put((self._session, acked.body()))
+        executor = self._executor
+        self._commands.put((None, lambda: executor.run(part).body()))
+        self._ensure_command_thread()
+
+    def _answer_unreadable(self, body: Mapping[str, Any], error: str) -> None:
+        """Answer a part that could not be read ``failed``, if its id and part number can be."""
+        command_id = body.get("id")
+        number = body.get("part")
+        if (
+            not isinstance(command_id, str)
+            or not command_id
+            or len(command_id) > 1_000
+            or "\x00" in command_id
+            or type(number) is not int
+            or number < 0
+        ):
+            return  # the brain could not tell which part an answer is about
+        try:
+            report = PartReport(
+                command_id=command_id,
+                action=str(body.get("command")),
+                part=number,
+                status=PartStatus.FAILED,
+                error=error,
+            )
+        except Exception:  # an id or part number no report can carry: nothing to answer
+            logger.debug("z4j agent cannot answer the malformed command", exc_info=True)
+            return
+        self._results.put((None, report.body()))
+
+    def _answer_probe(self, command_id: str, task_ids: list[str]) -> dict[str, Any] | None:
+        if self._probe is None:
+            return None
+        try:
+            answers = self._probe(task_ids)
+        except Exception:
+            logger.exception("z4j agent probe %s failed", command_id)
+            return None
+        return {"id": command_id, "command": "probe", "answers": answers}
 
     def _ensure_command_thread(self) -> None:
         thread = self._command_thread
@@ -416,17 +527,16 @@ class Transport:
             self._command_thread.start()
 
     def _command_loop(self) -> None:
-        """Run probes one at a time, off the send loop; each answers within its deadline."""
+        """Run probes and command parts one at a time, off the send loop."""
         while True:
-            session, command_id, task_ids = self._commands.get()
-            if self._probe is None:
-                continue
+            session, job = self._commands.get()
             try:
-                answers = self._probe(task_ids)
-            except Exception:
-                logger.exception("z4j agent probe %s failed", command_id)
+                body = job()
+            except Exception:  # the jobs report their own failures; this is a last resort
+                logger.exception("z4j agent failed to run a command")
                 continue
-            self._results.put((session, {"id": command_id, "command": "probe", "answers": answers}))
+            if body is not None:
+                self._results.put((session, body))
 
     def _send_results(self, ws: ClientConnection, nonce: str) -> None:
         while True:
@@ -434,7 +544,7 @@ class Transport:
                 session, body = self._results.get_nowait()
             except queue.Empty:
                 return
-            if session == nonce:
+            if session is None or session == nonce:
                 self._send(ws, FrameType.COMMAND_RESULT, nonce, body)
             else:
                 logger.debug("z4j agent drops the answer to %s from an earlier session", body["id"])
@@ -482,6 +592,16 @@ class Transport:
                 self._receive(ws.recv(timeout=left), guard)
             except (TimeoutError, ConnectionClosed, FrameRejected):
                 return
+
+
+def _failed(part: CommandPart, error: str) -> PartReport:
+    return PartReport(
+        command_id=part.command_id,
+        action=part.action,
+        part=part.part,
+        status=PartStatus.FAILED,
+        error=error,
+    )
 
 
 class _Unauthorized(Exception):
