@@ -1,7 +1,9 @@
 """A tiny Celery app for the agent's end-to-end tests (``celery -A tests.agents.celery_app``).
 
 The broker and result backend come from ``Z4J_E2E_BROKER`` / ``Z4J_E2E_BACKEND``
-(Redis databases of their own). The agent is activated with the documented line.
+(Redis databases of their own); ``Z4J_E2E_RESULT_EXTENDED=1`` turns on Celery's
+extended results (the task's name and arguments stored with its result). The
+agent is activated with the documented line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from celery import Celery
 
 import z4j_agent_celery
+from z4j_domain.tasks import RETRY_OF_HEADER
 
 app = Celery(
     "z4j_e2e",
@@ -22,6 +25,7 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     task_default_queue="e2e",
+    result_extended=os.environ.get("Z4J_E2E_RESULT_EXTENDED") == "1",
 )
 z4j_agent_celery.install(app)
 
@@ -77,3 +81,26 @@ def sleepy_late(seconds: float) -> float:
     """Acknowledged after it ran: a worker's crash leaves it for the broker to redeliver."""
     time.sleep(seconds)
     return seconds
+
+
+@app.task(bind=True)
+def whoami(self, *args: object, **kwargs: object) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """What the worker ran: the task's id, its ``z4j_retry_of`` header and its arguments."""
+    return {
+        "id": self.request.id,
+        "retry_of": getattr(self.request, RETRY_OF_HEADER, None),
+        "args": list(args),
+        "kwargs": kwargs,
+    }
+
+
+@app.task
+def gate(key: str) -> bool:
+    """Hold a pool process until a test pushes to the list ``key`` (result backend's Redis)."""
+    import redis
+
+    client = redis.Redis.from_url(app.conf.result_backend)
+    try:
+        return client.blpop([key], timeout=60) is not None
+    finally:
+        client.close()

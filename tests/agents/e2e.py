@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Final
@@ -214,7 +214,10 @@ def mint_agent(brain: Brain) -> dict[str, str]:
 
 
 class Worker:
-    """A ``celery worker`` subprocess whose stdout and stderr go to one file."""
+    """A ``celery worker`` subprocess whose stdout and stderr go to one file.
+
+    ``environment`` adds variables to the worker's (e.g. ``Z4J_E2E_RESULT_EXTENDED``).
+    """
 
     def __init__(
         self,
@@ -228,6 +231,7 @@ class Worker:
         backend: str = BACKEND,
         agent_name: str = AGENT,
         concurrency: int = 2,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.log = log
         self.queue = queue
@@ -238,6 +242,7 @@ class Worker:
             Z4J_AGENT_NAME=agent_name,
             Z4J_E2E_BROKER=broker,
             Z4J_E2E_BACKEND=backend,
+            **(environment or {}),
         )
         self.hostname = f"{queue}-{uuid.uuid4().hex[:6]}@localhost"
         with log.open("wb") as output:

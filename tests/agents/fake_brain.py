@@ -163,6 +163,22 @@ class FakeBrain:
         assert len(found) == 1, found
         return found[0]
 
+    def results_of(
+        self, command_id: str, count: int, timeout: float = 15.0
+    ) -> list[dict[str, Any]]:
+        """The first ``count`` ``command_result`` bodies about ``command_id`` (waits for them).
+
+        A command part is answered more than once, in order: ``acked``, then ``done``.
+        """
+        found: list[dict[str, Any]] = []
+
+        def arrived() -> bool:
+            found[:] = [r for r in self.results if r.get("id") == command_id]
+            return len(found) >= count
+
+        assert self.wait_for(arrived, timeout), f"{len(found)} of {count} answers to {command_id}"
+        return found[:count]
+
     # -- queries -----------------------------------------------------------------------
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
