@@ -13,7 +13,7 @@ returns the :class:`~z4j_domain.commands.PartReport` the agent answers with:
   never published, whether it came from the brain or the result backend.
 * **cancel**: one ``app.control.revoke`` broadcast for the part's task ids,
   optionally terminating the process running one (with a signal from
-  :data:`SIGNALS`).
+  :data:`~z4j_domain.commands.CANCEL_SIGNALS`).
 * **purge**: the queue's depth is measured on the broker and the queue purged
   only when the brain confirmed that exact depth; otherwise the part fails
   with the depth, for the operator to confirm.
@@ -31,8 +31,9 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from typing import Any, Final
 
-from z4j_agent_celery.activity import _real_backend
+from z4j_agent_celery.activity import real_backend
 from z4j_domain.commands import (
+    CANCEL_SIGNALS,
     Action,
     CommandPart,
     ItemOutcome,
@@ -45,7 +46,7 @@ from z4j_domain.commands import (
 from z4j_domain.errors import InvalidInput
 from z4j_domain.tasks import RETRY_OF_HEADER
 
-__all__ = ["CAPABILITIES", "MAX_REMEMBERED_PARTS", "SIGNALS", "Executor"]
+__all__ = ["CAPABILITIES", "MAX_REMEMBERED_PARTS", "Executor"]
 
 logger = logging.getLogger("z4j.celery.actions")
 
@@ -53,8 +54,6 @@ logger = logging.getLogger("z4j.celery.actions")
 CAPABILITIES: Final = ("retry", "cancel", "purge")
 #: Parts whose reports are kept to answer a repeat without running it again.
 MAX_REMEMBERED_PARTS: Final = 1_024
-#: The signals a cancel may terminate a task's process with.
-SIGNALS: Final = ("SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGUSR1")
 #: How a purge connects to the broker: one quick retry, never a long wait on the command thread.
 _CONNECT: Final = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "timeout": 10}
 #: Most characters of the reason reported for one item (what the brain keeps of it).
@@ -178,8 +177,6 @@ class Executor:
             task_id = _label(data, index)
             try:
                 item = RetryItem.from_dict(data)
-                if item.countdown is not None and item.eta is not None:
-                    raise InvalidInput("give countdown or eta, not both")
             except InvalidInput as invalid:
                 reason = f"invalid retry item: {invalid}; nothing was published"
                 outcomes.append(_item(task_id, ItemOutcome.REFUSED, reason))
@@ -225,7 +222,7 @@ class Executor:
         if not item.recover_arguments:
             return list(item.args or []), dict(item.kwargs or {})
         fix = "(set result_extended=True on the Celery app); nothing was published"
-        backend = _real_backend(self.app)
+        backend = real_backend(self.app)
         if backend is None:
             raise _Refused(
                 "the stored arguments were redacted or truncated and the agent's Celery app"
@@ -275,10 +272,10 @@ class Executor:
         refusal = None
         if not isinstance(terminate, bool):
             refusal = "'terminate' must be true or false; nothing was revoked"
-        elif not isinstance(signal, str) or signal not in SIGNALS:
+        elif not isinstance(signal, str) or signal not in CANCEL_SIGNALS:
+            allowed = ", ".join(sorted(CANCEL_SIGNALS))
             refusal = (
-                f"signal {signal!r} is not one a cancel sends ({', '.join(SIGNALS)});"
-                " nothing was revoked"
+                f"signal {signal!r} is not one a cancel sends ({allowed}); nothing was revoked"
             )
         outcomes: list[ItemReport | None] = []
         task_ids: list[str] = []

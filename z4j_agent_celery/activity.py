@@ -123,7 +123,7 @@ def worker_tasks(worker: Any = None) -> Callable[[], list[str] | None]:
     return tasks
 
 
-def _real_backend(app: Any) -> Any:
+def real_backend(app: Any) -> Any:
     """The app's result backend if it can be asked about a task without side effects."""
     try:
         backend = app.backend
@@ -201,7 +201,7 @@ class Prober:
             for task_id, hostname in self._held_elsewhere(elsewhere).items():
                 if task_id in answers and answers[task_id]["active_on"] is None:
                     answers[task_id]["active_on"] = hostname
-        backend = _real_backend(self.app)
+        backend = real_backend(self.app)
         if backend is None:
             return
         for task_id, answer in answers.items():

@@ -486,12 +486,15 @@ class RetryItem:
         }
         if contains_marker(list(fields.values())):
             raise InvalidInput("the task's id, name, queue or routing key holds a marker")
+        countdown = _number(data, "countdown")
+        if countdown is not None and eta is not None:
+            raise InvalidInput("give countdown or eta, not both")
         return cls(
             **fields,  # type: ignore[arg-type]
             args=args,
             kwargs=kwargs,
             recover_arguments=recover,
-            countdown=_number(data, "countdown"),
+            countdown=countdown,
             eta=eta,
         )
 

@@ -104,3 +104,31 @@ def gate(key: str) -> bool:
         return client.blpop([key], timeout=60) is not None
     finally:
         client.close()
+
+
+def _runs(key: str) -> int:
+    """Count one more run of ``key`` (in the result backend's Redis); how many so far."""
+    import redis
+
+    client = redis.Redis.from_url(app.conf.result_backend)
+    try:
+        return int(client.incr(key))
+    finally:
+        client.close()
+
+
+@app.task
+def fails_first(key: str) -> int:
+    """Fail the first time it runs for ``key``, succeed after: what a retry from z4j fixes."""
+    runs = _runs(key)
+    if runs == 1:
+        raise RuntimeError(f"the first run fails ({key})")
+    return runs
+
+
+@app.task
+def login(key: str, password: str) -> int:
+    """Like :func:`fails_first`, and only with the real password (z4j shows it redacted)."""
+    if password != "hunter2":
+        raise ValueError(f"wrong password {password!r}")
+    return fails_first(key)

@@ -409,7 +409,7 @@ def test_a_terminate_kills_the_running_task(
     [
         (
             {"terminate": True, "signal": "SIGHUP"},
-            "signal 'SIGHUP' is not one a cancel sends (SIGTERM, SIGKILL, SIGINT, SIGQUIT,"
+            "signal 'SIGHUP' is not one a cancel sends (SIGINT, SIGKILL, SIGQUIT, SIGTERM,"
             " SIGUSR1); nothing was revoked",
         ),
         ({"terminate": "yes"}, "'terminate' must be true or false; nothing was revoked"),
