@@ -15,7 +15,7 @@ from typing import Any, Protocol, Self
 from z4j_domain.audit import AuditEntry, AuditPage, AuditQuery, ChainHead, Checkpoint
 from z4j_domain.commands import Command, CommandStatus
 from z4j_domain.projects import Project
-from z4j_domain.queries import QueueCount, TaskPage, TaskQuery
+from z4j_domain.queries import QueueCount, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
 from z4j_domain.tasks import Task, TaskEvent
 from z4j_domain.users import Agent, ApiKey, Invitation, Session, User
@@ -92,6 +92,10 @@ class TaskRepository(Protocol):
 
     async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
         """Task counts per (queue, state), zero counts omitted."""
+        ...
+
+    async def count_matching(self, project_id: int, selection: TaskFilter, limit: int) -> int:
+        """How many tasks ``selection`` matches, counting no further than ``limit``."""
         ...
 
     async def count(self, project_id: int | None = None) -> int:

@@ -28,7 +28,7 @@ from z4j_domain.audit import (
 from z4j_domain.commands import Command, CommandStatus
 from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.projects import Project
-from z4j_domain.queries import QueueCount, TaskCursor, TaskPage, TaskQuery
+from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
 from z4j_domain.tasks import Task, TaskEvent, apply
 from z4j_domain.users import Agent, ApiKey, Invitation, Session, User
@@ -183,6 +183,14 @@ class InMemoryTaskRepository(_Repository):
 
     async def count(self, project_id: int | None = None) -> int:
         return sum(1 for pid, _ in self._state.tasks if project_id in (None, pid))
+
+    async def count_matching(self, project_id: int, selection: TaskFilter, limit: int) -> int:
+        matching = sum(
+            1
+            for (pid, _), task in self._state.tasks.items()
+            if pid == project_id and selection.matches(task)
+        )
+        return min(matching, max(limit, 0))
 
 
 class InMemoryTaskEventRepository(_Repository):

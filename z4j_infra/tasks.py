@@ -271,6 +271,18 @@ class SqlTaskRepository:
         counts.sort(key=lambda qc: (qc.queue or "", qc.state.value))
         return counts
 
+    async def count_matching(self, project_id: int, selection: TaskFilter, limit: int) -> int:
+        """How many tasks ``selection`` matches, counting no further than ``limit``."""
+        matching = (
+            sa.select(sa.literal(1))
+            .select_from(tasks)
+            .where(tasks.c.project_id == project_id, *self._conditions(selection))
+            .limit(max(limit, 0))
+            .subquery()
+        )
+        statement = sa.select(sa.func.count()).select_from(matching)
+        return int((await self._uow.execute(statement)).scalar_one())
+
     async def count(self, project_id: int | None = None) -> int:
         """How many tasks (in one project, or in all)."""
         statement = sa.select(sa.func.count()).select_from(tasks)

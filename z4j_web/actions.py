@@ -12,6 +12,7 @@ with the same key answers with the first command and runs nothing again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -214,7 +215,7 @@ async def _bulk(
     return await _issue(kind, params, _idempotency_key(body))
 
 
-def _dry_run(count: int, capped: bool, cap: int, sample: list[Task]) -> dict[str, Any]:
+def _dry_run(count: int, capped: bool, cap: int, sample: Sequence[Task]) -> dict[str, Any]:
     return {
         "dry_run": True,
         "count": count,

@@ -66,7 +66,7 @@ from z4j_domain.commands import (
 from z4j_domain.encoding import canonical_json, utc_isoformat
 from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.projects import Project
-from z4j_domain.queries import MAX_PAGE_SIZE, TaskCursor, TaskFilter, TaskQuery
+from z4j_domain.queries import TaskCursor, TaskFilter, TaskQuery
 from z4j_domain.tasks import Task
 from z4j_infra.errors import StorageError
 from z4j_web.auditing import Actor, Change, audited
@@ -243,17 +243,13 @@ def bounded(task_filter: TaskFilter, until: datetime) -> TaskFilter:
 
 
 async def _filtered(
-    uow_factory: Any,
-    project_id: int,
-    task_filter: TaskFilter,
-    limit: int,
-    page_size: int = MAX_PART_ITEMS,
+    uow_factory: Any, project_id: int, task_filter: TaskFilter, limit: int
 ) -> AsyncIterator[Sequence[Task]]:
     """The tasks ``task_filter`` selects, newest first, a page at a time, at most ``limit``."""
     cursor: TaskCursor | None = None
     left = limit
     while left > 0:
-        query = TaskQuery(filter=task_filter, limit=min(page_size, left), cursor=cursor)
+        query = TaskQuery(filter=task_filter, limit=min(MAX_PART_ITEMS, left), cursor=cursor)
         async with uow_factory() as uow:
             page = await uow.tasks.list(project_id, query)
         if page.items:
@@ -266,14 +262,12 @@ async def _filtered(
 
 async def count_matching(
     uow_factory: Any, project_id: int, task_filter: TaskFilter, *, limit: int, sample: int
-) -> tuple[int, list[Task]]:
+) -> tuple[int, Sequence[Task]]:
     """How many tasks ``task_filter`` selects, counting at most ``limit``, and the first ones."""
-    count = 0
-    first: list[Task] = []
-    async for page in _filtered(uow_factory, project_id, task_filter, limit, MAX_PAGE_SIZE):
-        count += len(page)
-        first.extend(page[: max(0, sample - len(first))])
-    return count, first
+    async with uow_factory() as uow:
+        count = await uow.tasks.count_matching(project_id, task_filter, limit)
+        first = await uow.tasks.list(project_id, TaskQuery(filter=task_filter, limit=sample))
+    return count, first.items
 
 
 class _LinkLost(Exception):
@@ -335,6 +329,10 @@ class Dispatcher:
     def running(self) -> int:
         """Commands this brain is carrying out."""
         return len(self._running)
+
+    async def settle(self) -> None:
+        """Wait until the commands this brain is carrying out now are finished."""
+        await asyncio.gather(*list(self._running.values()), return_exceptions=True)
 
     # -- what the gateway tells -----------------------------------------------------------
 

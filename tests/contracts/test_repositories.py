@@ -473,8 +473,11 @@ async def test_list_filters_like_the_reference(
     )
     async with uow_factory() as uow:
         page = await uow.tasks.list(project, TaskQuery(filter=selection, limit=500))
+        counted = await uow.tasks.count_matching(project, selection, 500)
+        capped = await uow.tasks.count_matching(project, selection, 2)
     assert [task.id for task in page.items] == [task.id for task in reference]
     assert page.next_cursor is None
+    assert (counted, capped) == (len(reference), min(2, len(reference)))
 
 
 @pytest.mark.parametrize("limit", [1, 3, 7, 24])
