@@ -26,6 +26,7 @@ from z4j_domain.commands import (
     plan_retry,
     retry_task_id,
 )
+from z4j_domain.encoding import canonical_json
 from z4j_domain.errors import Conflict, InvalidInput, NotFound
 from z4j_domain.queries import TaskFilter
 from z4j_domain.rbac import Permission
@@ -43,6 +44,9 @@ blueprint = Blueprint("actions", __name__, url_prefix="/api/v1/projects/<project
 
 #: Tasks a bulk dry run shows as a sample.
 DRY_RUN_SAMPLE: Final = 20
+#: Most bytes of task ids one bulk request may list (about 5,000 Celery ids); a filter has no
+#: such limit.
+MAX_IDS_BYTES: Final = 200 * 1024
 #: Most commands one list request returns.
 MAX_COMMANDS_PAGE: Final = 200
 _KEY_HEADER: Final = "Idempotency-Key"
@@ -178,6 +182,12 @@ async def _bulk(
         if len(ids) > cap:
             raise InvalidInput(
                 f"{len(ids)} ids is more than the cap of {cap} per request (Z4J_BULK_CAP)"
+            )
+        size = len(canonical_json(ids))
+        if size > MAX_IDS_BYTES:
+            raise InvalidInput(
+                f"the id list is {size} bytes, more than {MAX_IDS_BYTES} a request may carry:"
+                " send fewer ids per request, or select the tasks with a filter"
             )
         params.update(ids=ids, total=len(ids))
         if body.get("dry_run"):

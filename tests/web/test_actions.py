@@ -326,6 +326,12 @@ async def test_a_viewer_cannot_act_and_nothing_is_stored(
         ("/tasks/bulk-retry", {"filter": {"name": "no.such"}}, 400, "selects no tasks"),
         ("/tasks/bulk-retry", {"ids": []}, 400, "nothing to do"),
         ("/tasks/bulk-retry", {"ids": [1]}, 400, "must be a list of task ids"),
+        (
+            "/tasks/bulk-retry",
+            {"ids": [f"{n:0>200}" for n in range(1100)]},
+            400,
+            "send fewer ids per request, or select the tasks with a filter",
+        ),
         ("/tasks/bulk-retry", {"ids": ["t-01"], "countdown": -5}, 400, "countdown"),
         ("/tasks/bulk-cancel", {"ids": ["t-03"], "signal": "HUP"}, 400, "signal must be"),
         ("/queues/celery/purge", {"confirm_depth": -1}, 400, "confirm_depth must be"),
