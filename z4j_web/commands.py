@@ -270,10 +270,6 @@ async def count_matching(
     return count, first.items
 
 
-class _LinkLost(Exception):
-    """The agent's connection ended while a part was out."""
-
-
 class _Undelivered(Exception):
     """No agent took the command (it goes back to pending)."""
 
