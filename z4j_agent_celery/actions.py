@@ -345,11 +345,8 @@ class Executor:
         except Exception as error:
             after = " while purging" if purging else "; nothing was purged"
             return _failed(part, f"the broker failed: {_describe(error)}{after}")
-        return PartReport(
-            command_id=part.command_id,
-            action=part.action,
-            part=part.part,
-            status=PartStatus.DONE,
+        return part.report(
+            PartStatus.DONE,
             result={
                 "queue": queue,
                 "depth": depth,
@@ -402,26 +399,13 @@ def _item(task_id: str, outcome: ItemOutcome, reason: str | None = None) -> Item
 
 
 def _done(part: CommandPart, outcomes: list[ItemReport]) -> PartReport:
-    return PartReport(
-        command_id=part.command_id,
-        action=part.action,
-        part=part.part,
-        status=PartStatus.DONE,
-        outcomes=outcomes,
-    )
+    return part.report(PartStatus.DONE, outcomes)
 
 
 def _failed(
     part: CommandPart, error: str, *, result: Mapping[str, Any] | None = None
 ) -> PartReport:
-    return PartReport(
-        command_id=part.command_id,
-        action=part.action,
-        part=part.part,
-        status=PartStatus.FAILED,
-        result=result,
-        error=error,
-    )
+    return part.report(PartStatus.FAILED, result=result, error=error)
 
 
 def _summary(report: PartReport) -> str:

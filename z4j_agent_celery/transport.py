@@ -459,7 +459,8 @@ class Transport:
                 part.part,
                 part.command_id,
             )
-            self._results.put((None, _failed(part, "this agent cannot run commands").body()))
+            failed = part.report(PartStatus.FAILED, error="this agent cannot run commands")
+            self._results.put((None, failed.body()))
             return
         report = self._executor.finished(part.key)
         if report is not None:
@@ -471,13 +472,7 @@ class Transport:
             )
             self._results.put((None, report.body()))
             return
-        acked = PartReport(
-            command_id=part.command_id,
-            action=part.action,
-            part=part.part,
-            status=PartStatus.ACKED,
-        )
-        self._results.put((self._session, acked.body()))
+        self._results.put((self._session, part.report(PartStatus.ACKED).body()))
         executor = self._executor
         self._commands.put((None, lambda: executor.run(part).body()))
         self._ensure_command_thread()
@@ -592,16 +587,6 @@ class Transport:
                 self._receive(ws.recv(timeout=left), guard)
             except (TimeoutError, ConnectionClosed, FrameRejected):
                 return
-
-
-def _failed(part: CommandPart, error: str) -> PartReport:
-    return PartReport(
-        command_id=part.command_id,
-        action=part.action,
-        part=part.part,
-        status=PartStatus.FAILED,
-        error=error,
-    )
 
 
 class _Unauthorized(Exception):

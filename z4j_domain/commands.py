@@ -524,6 +524,25 @@ class CommandPart:
         """What an agent dedupes by."""
         return (self.command_id, self.part)
 
+    def report(
+        self,
+        status: PartStatus,
+        outcomes: Iterable[ItemReport] = (),
+        *,
+        result: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> PartReport:
+        """The agent's report on this part."""
+        return PartReport(
+            command_id=self.command_id,
+            action=self.action,
+            part=self.part,
+            status=status,
+            outcomes=tuple(outcomes),
+            result=result,
+            error=error,
+        )
+
     def body(self) -> dict[str, Any]:
         """The ``command`` frame body."""
         return {
