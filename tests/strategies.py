@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from ipaddress import IPv4Address
 from typing import Any, Final
 
+import attrs
 from hypothesis import strategies as st
 
 from z4j_domain.audit import (
@@ -22,7 +23,7 @@ from z4j_domain.audit import (
     chain_entry,
     genesis_head,
 )
-from z4j_domain.tasks import EventKind, TaskEvent
+from z4j_domain.tasks import EventKind, Task, TaskEvent
 
 BASE_TIME = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -753,3 +754,167 @@ command_transitions: st.SearchStrategy[tuple[str, tuple[Any, ...], dict[str, Any
     st.tuples(st.just("expire"), st.tuples(command_times), st.just({})),
     st.tuples(st.just("redeliverable"), st.just(()), st.just({})),
 )
+
+
+# --- Canvases (z4j_domain.canvas) ---------------------------------------------
+#
+# A canvas is drawn as a nested spec (task, chain, group, chord) and "run" the
+# way Celery links its tasks: a chain step names the step before as parent; a
+# group's members share a group id (a group nested in a group is flattened into
+# it); a chain in a group or chord header carries the group id and the chord's
+# callback id on its last task; the callback (a chain's last task, when the
+# callback is a chain) gets the header's group id, and the first task of the
+# callback is published by the header task that finished last.
+
+_TASK: Final = ("task",)
+
+canvas_specs: st.SearchStrategy[Any] = st.recursive(
+    st.just(_TASK),
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=2, max_size=4).map(lambda steps: ("chain", steps)),
+        st.lists(inner, min_size=1, max_size=4).map(lambda members: ("group", members)),
+        st.tuples(
+            st.lists(inner, min_size=1, max_size=4),
+            # The callback: a task, or a chain that ends with one.
+            st.one_of(
+                st.just(_TASK),
+                st.lists(inner, min_size=1, max_size=2).map(lambda s: ("chain", [*s, _TASK])),
+            ),
+        ).map(lambda hb: ("chord", hb[0], hb[1])),
+    ),
+    max_leaves=20,
+)
+
+
+@attrs.frozen(kw_only=True)
+class CanvasCase:
+    """Tasks of one canvas run the Celery way, and what the test needs to know about them."""
+
+    tasks: list[Task] = attrs.field(repr=lambda tasks: repr([_links(t) for t in tasks]))
+    #: Every chord's callback id and its header task ids (stored or not).
+    chords: dict[str, list[str]]
+    #: Ids that were part of the canvas but are not among ``tasks`` (not stored).
+    missing: set[str]
+
+
+def _links(task: Task) -> tuple[str, str | None, str | None, str | None, str]:
+    return (task.id, task.parent_id, task.group_id, task.chord_id, task.first_seen_at.isoformat())
+
+
+@attrs.define
+class _CanvasRun:
+    draw: st.DrawFn
+    links: dict[str, dict[str, str | None]] = attrs.Factory(dict)
+    chords: dict[str, list[str]] = attrs.Factory(dict)
+    ids: int = 0
+
+    def new_id(self, prefix: str) -> str:
+        self.ids += 1
+        # A random letter first, so the ids' order is not the order they were made in.
+        return f"{self.draw(st.sampled_from('bdfhk'))}{prefix}{self.ids}"
+
+    def run(
+        self,
+        spec: Any,
+        parent: str | None,
+        group: str | None = None,
+        chord: str | None = None,
+        last: str | None = None,
+    ) -> list[str]:
+        """Publish ``spec``; return the ids of the tasks that finish it (a chain's next parent).
+
+        ``group``, ``chord`` and ``last`` (a task id fixed in advance) go to the
+        tasks that finish the spec, as Celery freezes them.
+        """
+        if spec[0] == "task":
+            task_id = last or self.new_id("t")
+            self.links[task_id] = {"parent_id": parent, "group_id": group, "chord_id": chord}
+            return [task_id]
+        if spec[0] == "chain":
+            *steps, final = spec[1]
+            ends = [parent] if parent is not None else []
+            for step in steps:
+                ends = self.run(step, ends[-1] if ends else None)
+            return self.run(final, ends[-1] if ends else None, group, chord, last)
+        assert last is None
+        if spec[0] == "group":
+            group_id = group or self.new_id("g")
+            return [end for member in spec[1] for end in self.run(member, parent, group_id, chord)]
+        header_group = self.new_id("g")
+        callback = self.new_id("cb")
+        headers = [
+            end for member in spec[1] for end in self.run(member, parent, header_group, callback)
+        ]
+        self.chords[callback] = headers
+        # The header task that finished last publishes the callback.
+        return self.run(
+            spec[2], self.draw(st.sampled_from(headers)), group or header_group, chord, callback
+        )
+
+
+@st.composite
+def celery_canvases(draw: st.DrawFn, *, specs: st.SearchStrategy[Any] = canvas_specs) -> CanvasCase:
+    """A canvas as Celery links it, some of its tasks possibly not stored (yet)."""
+    canvas = _CanvasRun(draw)
+    canvas.run(draw(specs), None)
+    order = list(canvas.links)
+    root = order[0]
+    missing = {task_id for task_id in order[1:] if draw(st.integers(0, 9)) == 5}
+    tasks: list[Task] = []
+    for i, task_id in enumerate(order):
+        if task_id in missing:
+            continue
+        kind = draw(
+            st.sampled_from(
+                [EventKind.SENT, EventKind.STARTED, EventKind.SUCCEEDED, EventKind.FAILED]
+            )
+        )
+        event = TaskEvent(
+            id=f"{task_id}:e",
+            task_id=task_id,
+            kind=kind,
+            # Roughly the order they were published in, with ties.
+            timestamp=BASE_TIME + timedelta(seconds=i // 2),
+            name=f"app.step{i % 3}",
+            runtime=draw(_maybe(st.floats(min_value=0, max_value=100))),
+            root_id=draw(st.sampled_from([None, root])) if task_id == root else root,
+            **canvas.links[task_id],
+        )
+        tasks.append(Task.from_event(event))
+    return CanvasCase(tasks=tasks, chords=canvas.chords, missing=missing)
+
+
+#: Canvases of chains and groups only: trees, drawable without a crossing.
+tree_canvas_specs: st.SearchStrategy[Any] = st.recursive(
+    st.just(_TASK),
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=2, max_size=4).map(lambda steps: ("chain", steps)),
+        st.lists(inner, min_size=1, max_size=4).map(lambda members: ("group", members)),
+    ),
+    max_leaves=20,
+)
+
+_CANVAS_IDS: Final = ["a", "b", "c", "d", "e", "f", "g"]
+_canvas_links = st.one_of(st.none(), st.sampled_from([*_CANVAS_IDS, "elsewhere"]))
+
+
+@st.composite
+def tangled_canvases(draw: st.DrawFn) -> list[Task]:
+    """Tasks with arbitrary links: cycles, self-links, unknown ids, duplicates of one id."""
+    tasks: list[Task] = []
+    for i in range(draw(st.integers(min_value=0, max_value=12))):
+        task_id = draw(st.sampled_from(_CANVAS_IDS))
+        event = TaskEvent(
+            id=f"e{i}",
+            task_id=task_id,
+            kind=draw(ANY_KIND),
+            timestamp=draw(timestamps),
+            name=draw(_maybe(st.sampled_from(["app.add", "app.mul"]))),
+            runtime=draw(_maybe(st.floats(min_value=0, max_value=100))),
+            root_id=draw(_canvas_links),
+            parent_id=draw(_canvas_links),
+            group_id=draw(_maybe(st.sampled_from(["g1", "g2"]))),
+            chord_id=draw(_canvas_links),
+        )
+        tasks.append(Task.from_event(event))
+    return tasks
