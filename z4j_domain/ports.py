@@ -90,6 +90,15 @@ class TaskRepository(Protocol):
         """
         ...
 
+    async def canvas(self, project_id: int, root_id: str, limit: int) -> Sequence[Task]:
+        """The tasks of the canvas rooted at ``root_id``: the root and every task naming it
+        as ``root_id``, oldest first, at most ``limit``.
+
+        Oldest first is by ``(first_seen_at, id)``; ``limit`` below 1 raises
+        :class:`~z4j_domain.errors.InvalidInput`.
+        """
+        ...
+
     async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
         """Task counts per (queue, state), zero counts omitted."""
         ...

@@ -168,6 +168,17 @@ class InMemoryTaskRepository(_Repository):
         found.sort(key=lambda t: (t.first_seen_at, t.id))
         return found[:limit]
 
+    async def canvas(self, project_id: int, root_id: str, limit: int) -> Sequence[Task]:
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        found = [
+            task
+            for (pid, task_id), task in self._state.tasks.items()
+            if pid == project_id and root_id in (task.root_id, task_id)
+        ]
+        found.sort(key=lambda t: (t.first_seen_at, t.id))
+        return found[:limit]
+
     async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
         counts: dict[tuple[str | None, Any], int] = {}
         for (pid, _), task in self._state.tasks.items():

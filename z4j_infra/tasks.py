@@ -255,6 +255,27 @@ class SqlTaskRepository:
         )
         return [row_to_task(row) for row in result]
 
+    async def canvas(self, project_id: int, root_id: str, limit: int) -> Sequence[Task]:
+        """The root and the tasks naming it as root, oldest first by ``(first_seen_at, id)``."""
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        # Two index lookups (ix_tasks_root, then the primary key for the root,
+        # unless it names itself as root), not one OR that a planner may turn
+        # into a walk of the project's whole first_seen index.
+        members = sa.select(tasks).where(
+            tasks.c.project_id == project_id, tasks.c.root_id == root_id
+        )
+        root = sa.select(tasks).where(
+            tasks.c.project_id == project_id,
+            tasks.c.id == root_id,
+            sa.or_(tasks.c.root_id.is_(None), tasks.c.root_id != root_id),
+        )
+        both = sa.union_all(members, root).subquery()
+        result = await self._uow.execute(
+            sa.select(both).order_by(both.c.first_seen_at, both.c.id).limit(limit)
+        )
+        return [row_to_task(row) for row in result]
+
     async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
         """Task counts per (queue, state), zero counts omitted."""
         count = sa.func.count().label("n")

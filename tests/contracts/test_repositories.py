@@ -588,6 +588,53 @@ async def test_retries_lists_the_tasks_that_retried_one_oldest_first(
     assert stored["r-a"].retry_of == "orig"
 
 
+def _in_canvas(task_id: str, start: float, root_id: str | None) -> list[TaskEvent]:
+    """A task's lifecycle whose sent event names ``root_id`` as its canvas's root."""
+    return [
+        attrs.evolve(event, root_id=root_id) if event.kind is EventKind.SENT else event
+        for event in lifecycle(task_id, start)
+    ]
+
+
+async def test_canvas_lists_the_root_and_its_tasks_oldest_first(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """canvas() finds the root and every task naming it as root, by (first_seen_at, id), once."""
+    project = await new_project(uow_factory)
+    other = await new_project(uow_factory)
+    events = [
+        # The root names itself as root (Celery does that for a chain's first task).
+        *_in_canvas("r", 1, "r"),
+        *_in_canvas("m-late", 9, "r"),
+        *_in_canvas("m-b", 4, "r"),
+        *_in_canvas("m-a", 4, "r"),
+        *_in_canvas("m-early", 0, "r"),
+        *_in_canvas("unrelated", 2, "x"),
+        # A root that names no root, and its one child.
+        *_in_canvas("q", 5, None),
+        *_in_canvas("q-child", 6, "q"),
+        # Children whose root was never stored.
+        *_in_canvas("orphan", 7, "ghost"),
+    ]
+    await apply(uow_factory, project, events[1::2])
+    await apply(uow_factory, project, events[::2])
+    await apply(uow_factory, other, _in_canvas("elsewhere", 3, "r"))
+    expected = expected_tasks(events)
+    async with uow_factory() as uow:
+        canvas = await uow.tasks.canvas(project, "r", limit=100)
+        assert [task.id for task in canvas] == ["m-early", "r", "m-a", "m-b", "m-late"]
+        assert list(canvas) == [expected[task.id] for task in canvas]
+        limited = await uow.tasks.canvas(project, "r", limit=2)
+        assert [task.id for task in limited] == ["m-early", "r"]
+        assert [t.id for t in await uow.tasks.canvas(project, "q", limit=100)] == ["q", "q-child"]
+        assert [t.id for t in await uow.tasks.canvas(project, "q-child", limit=100)] == ["q-child"]
+        assert [t.id for t in await uow.tasks.canvas(project, "ghost", limit=100)] == ["orphan"]
+        assert list(await uow.tasks.canvas(project, "nobody", limit=100)) == []
+        assert [t.id for t in await uow.tasks.canvas(other, "r", limit=100)] == ["elsewhere"]
+        with pytest.raises(InvalidInput):
+            await uow.tasks.canvas(project, "r", limit=0)
+
+
 async def test_queue_counts(uow_factory: UnitOfWorkFactory) -> None:
     """Counts per (queue, state), ordered by queue then state, zero counts omitted."""
     project = await new_project(uow_factory)
