@@ -1,4 +1,4 @@
-"""The project-scoped API: tasks, a task's timeline, workers, queues, settings and agents.
+"""The project-scoped API: tasks, a task's timeline and canvas, workers, queues, settings, agents.
 
 Each view names the permission it needs (:func:`z4j_web.auth.require`);
 changes are recorded in the audit log.
@@ -101,6 +101,16 @@ async def get_task(project: str, task_id: str) -> dict[str, Any]:
         "events": [event_to_dict(event) for event in events],
         "retried_by": [task_summary_to_dict(retry) for retry in retries],
     }
+
+
+@blueprint.get("/tasks/<path:task_id>/canvas")
+@require(Permission.READ_TASKS)
+async def get_task_canvas(project: str, task_id: str) -> dict[str, Any]:
+    """The task's whole chain, group or chord, laid out top-down for drawing."""
+    root_id, layout = await services.get_task_canvas(
+        current_runtime().uow, current_access().project, task_id
+    )
+    return {"task_id": task_id, "root_id": root_id, **layout.to_dict()}
 
 
 @blueprint.get("/workers")

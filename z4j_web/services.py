@@ -8,6 +8,7 @@ password hasher) as arguments and opens its own transactions.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio.to_thread
 import attrs
 
+from z4j_domain.canvas import MAX_NODES, CanvasLayout, layout_canvas
 from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import Conflict, InvalidInput, NotFound
 from z4j_domain.ports import Clock, PasswordHasher, UnitOfWork, UnitOfWorkFactory
@@ -62,6 +64,7 @@ __all__ = [
     "complete_setup",
     "get_project",
     "get_task",
+    "get_task_canvas",
     "list_agents",
     "list_tasks",
     "list_workers",
@@ -461,6 +464,30 @@ async def get_task(
             raise NotFound(f"no task {task_id!r} in project {project.slug!r}")
         events = await uow.events.timeline(project.id, task_id)
         return task, events, await uow.tasks.retries(project.id, task_id)
+
+
+async def get_task_canvas(
+    uow_factory: UnitOfWorkFactory, project: Project, task_id: str, *, max_nodes: int = MAX_NODES
+) -> tuple[str, CanvasLayout]:
+    """The root id and the layout of the task's whole canvas, or :class:`NotFound`.
+
+    The canvas is the task's root (its ``root_id``, or the task itself when it
+    has none) and every task naming that root; at most ``max_nodes`` nodes are
+    laid out, the oldest first, and the layout says when it was cut.
+    """
+    async with uow_factory() as uow:
+        task = await uow.tasks.get(project.id, task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id!r} in project {project.slug!r}")
+        root_id = task.root_id or task.id
+        # One more than fits, so that the layout can tell a canvas that was cut.
+        tasks = await uow.tasks.canvas(project.id, root_id, max_nodes + 1)
+    # Up to a few hundred milliseconds of CPU for the largest (or most tangled)
+    # canvases: off the event loop.
+    layout = await anyio.to_thread.run_sync(
+        functools.partial(layout_canvas, tasks, max_nodes=max_nodes)
+    )
+    return root_id, layout
 
 
 async def list_workers(

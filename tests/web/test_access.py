@@ -37,6 +37,7 @@ class Endpoint:
 ENDPOINTS: Final = [
     Endpoint("GET", f"{P}/tasks", Permission.READ_TASKS),
     Endpoint("GET", f"{P}/tasks/t-00", Permission.READ_TASKS),
+    Endpoint("GET", f"{P}/tasks/t-00/canvas", Permission.READ_TASKS),
     Endpoint("GET", f"{P}/workers", Permission.READ_TASKS),
     Endpoint("GET", f"{P}/queues", Permission.READ_TASKS),
     Endpoint("GET", f"{P}/agents", Permission.READ_TASKS),

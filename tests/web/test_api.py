@@ -67,6 +67,7 @@ async def test_ready_checks_database_and_revision(client: Client, backend: Backe
     [
         TASKS_URL,
         f"{TASKS_URL}/t-00",
+        f"{TASKS_URL}/t-00/canvas",
         "/api/v1/projects/default/workers",
         "/api/v1/projects/default/queues",
         "/api/v1/projects/nope/tasks",
@@ -342,12 +343,85 @@ async def test_task_detail_lists_the_tasks_that_retried_it(
     assert [task["id"] for task in pending["items"]] == ["t-01-b"]
 
 
+async def test_task_canvas_lays_out_a_chord_from_any_of_its_tasks(
+    client: Client, seeded: Seeded, backend: Backend
+) -> None:
+    """a | chord([b, c, d], e) | f: the same layout from each task, a fan-in of three edges."""
+    canvas = {"root_id": "c-a"}
+    events = [
+        event("c-a", "succeeded", 20, name="app.start", runtime=0.5),
+        *(
+            event(
+                h,
+                "succeeded",
+                21,
+                name="app.part",
+                parent_id="c-a",
+                group_id="G",
+                chord_id="c-e",
+                runtime=2.0,
+                **canvas,
+            )
+            for h in ("c-b", "c-c", "c-d")
+        ),
+        # The callback: published by the header task that finished last.
+        event("c-e", "started", 22, name="app.join", parent_id="c-c", group_id="G", **canvas),
+        event("c-f", "sent", 23, name="app.notify", parent_id="c-e", **canvas),
+    ]
+    async with backend.uow_factory() as uow:
+        await uow.tasks.apply_events(seeded.project_id, events)
+        await uow.commit()
+
+    body = await get_json(client, f"{TASKS_URL}/c-c/canvas", seeded.key)
+    assert (body["task_id"], body["root_id"], body["truncated"]) == ("c-c", "c-a", False)
+    nodes = {node["id"]: node for node in body["nodes"]}
+    assert {i: nodes[i]["layer"] for i in nodes} == {
+        "c-a": 0,
+        "c-b": 1,
+        "c-c": 1,
+        "c-d": 1,
+        "c-e": 2,
+        "c-f": 3,
+    }
+    assert nodes["c-e"]["chord_callback"]
+    assert (nodes["c-e"]["state"], nodes["c-b"]["runtime"]) == ("started", 2.0)
+    assert nodes["c-c"]["group_member"]
+    assert sorted((e["source"], e["target"], e["kind"]) for e in body["edges"]) == [
+        ("c-a", "c-b", "parent"),
+        ("c-a", "c-c", "parent"),
+        ("c-a", "c-d", "parent"),
+        ("c-b", "c-e", "chord"),
+        ("c-c", "c-e", "chord"),
+        ("c-d", "c-e", "chord"),
+        ("c-e", "c-f", "parent"),
+    ]
+    for task_id in ("c-a", "c-e", "c-f"):
+        other = await get_json(client, f"{TASKS_URL}/{task_id}/canvas", seeded.key)
+        assert other == {**body, "task_id": task_id}
+    # Storage is asked for one task more than fits, so a cut canvas says so.
+    async with backend.uow_factory() as uow:
+        project = await uow.projects.get(seeded.project_id)
+    assert project is not None
+    root_id, cut = await services.get_task_canvas(backend.uow_factory, project, "c-f", max_nodes=3)
+    assert (root_id, cut.truncated) == ("c-a", True)
+    assert [placed.node.id for placed in cut.nodes] == ["c-a", "c-b", "c-c"]
+    # A task outside any canvas is a canvas of one.
+    alone = await get_json(client, f"{TASKS_URL}/t-02/canvas", seeded.key)
+    assert (alone["root_id"], [n["id"] for n in alone["nodes"]], alone["edges"]) == (
+        "t-02",
+        ["t-02"],
+        [],
+    )
+
+
 @pytest.mark.parametrize(
     "url",
     [
         f"{TASKS_URL}/no-such-task",
         f"{TASKS_URL}/{'x' * 1000}",
         f"{TASKS_URL}/a/b/c",
+        f"{TASKS_URL}/no-such-task/canvas",
+        "/api/v1/projects/nope/tasks/t-00/canvas",
         "/api/v1/projects/nope/tasks",
         "/api/v1/projects/nope/tasks/t-00",
         "/api/v1/projects/nope/workers",
