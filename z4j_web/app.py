@@ -12,7 +12,18 @@ from z4j_infra.clock import SystemClock
 from z4j_infra.database import Database
 from z4j_infra.passwords import Argon2PasswordHasher
 from z4j_infra.settings import Settings
-from z4j_web import account, actions, api, gateway, health, live, members, metrics, onboarding
+from z4j_web import (
+    account,
+    actions,
+    api,
+    dashboard,
+    gateway,
+    health,
+    live,
+    members,
+    metrics,
+    onboarding,
+)
 from z4j_web.commands import Dispatcher
 from z4j_web.errors import register_error_handlers
 from z4j_web.ingest import DEFAULT_CAPACITY, IngestWriter
@@ -30,9 +41,11 @@ MAX_REQUEST_BYTES: Final = 1024 * 1024
 
 # Pages are self-contained (inline CSS, no script, no third-party origin), so the
 # policy can forbid everything else; it also keeps the setup page out of frames.
+# Scripts only from this server (the dashboard's static/app.js); fetch and the live
+# WebSocket only to it.
 _CONTENT_SECURITY_POLICY: Final = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self';"
-    " frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self';"
+    " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
@@ -133,6 +146,7 @@ def create_app(
     app.register_blueprint(account.blueprint)
     app.register_blueprint(members.blueprint)
     app.register_blueprint(onboarding.blueprint)
+    app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(gateway.blueprint)
     app.register_blueprint(live.blueprint)
     app.register_blueprint(metrics.blueprint)

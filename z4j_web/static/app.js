@@ -1,0 +1,239 @@
+// z4j dashboard: live task updates, action buttons and the canvas graph.
+// Every action goes through the JSON API with the session's CSRF token; errors are shown in words.
+
+const csrf = document.querySelector('meta[name="z4j-csrf"]')?.content ?? "";
+const SVG = "http://www.w3.org/2000/svg";
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  return node;
+}
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  try { data = await response.json(); } catch { /* an empty or non-JSON answer */ }
+  if (!response.ok) {
+    const message = data?.error?.message ?? `${response.status} ${response.statusText}`;
+    throw new Error(message);
+  }
+  return data;
+}
+
+function taskUrl(project, id) {
+  return `/projects/${encodeURIComponent(project)}/tasks/${encodeURIComponent(id)}`;
+}
+
+// -- the project switcher ---------------------------------------------------------------------
+
+document.querySelector("[data-project-switch]")?.addEventListener("change", (event) => {
+  window.location.href = `/projects/${encodeURIComponent(event.target.value)}/tasks`;
+});
+
+// -- live task list -----------------------------------------------------------------------------
+
+function matches(filter, task) {
+  if (filter.states.length && !filter.states.includes(task.state)) return false;
+  if (filter.name && task.name !== filter.name) return false;
+  if (filter.queue && task.queue !== filter.queue) return false;
+  if (filter.worker && task.worker !== filter.worker) return false;
+  const seen = Date.parse(task.first_seen_at);
+  if (filter.since && seen < Date.parse(filter.since)) return false;
+  if (filter.until && seen >= Date.parse(filter.until)) return false;
+  if (filter.text) {
+    const inName = (task.name ?? "").toLowerCase().includes(filter.text.toLowerCase());
+    if (!inName && !task.id.startsWith(filter.text)) return false;
+  }
+  return true;
+}
+
+function taskRow(project, task) {
+  const runtime = task.runtime === null || task.runtime === undefined ? "" : `${task.runtime.toFixed(3)} s`;
+  const seen = (task.first_seen_at ?? "").slice(0, 19).replace("T", " ");
+  return el("tr", { "data-task-id": task.id },
+    el("td", {}, el("span", { class: `state state-${task.state}` }, task.state)),
+    el("td", {}, task.name ?? "(unknown)"),
+    el("td", {}, el("a", { href: taskUrl(project, task.id) }, el("code", {}, task.id))),
+    el("td", {}, task.queue ?? ""),
+    el("td", {}, task.worker ?? ""),
+    el("td", {}, el("time", { datetime: task.first_seen_at }, seen)),
+    el("td", {}, runtime),
+  );
+}
+
+function liveTasks(table) {
+  const project = table.dataset.project;
+  const filter = {
+    states: (table.dataset.filterState || "").split(",").filter(Boolean),
+    name: table.dataset.filterName, queue: table.dataset.filterQueue,
+    worker: table.dataset.filterWorker, text: table.dataset.filterText,
+    since: table.dataset.filterSince, until: table.dataset.filterUntil,
+  };
+  const body = table.tBodies[0];
+  const status = document.querySelector("[data-live-status]");
+  const limit = 200;
+  let retry = 1000;
+
+  function apply(tasks) {
+    for (const task of tasks) {
+      const existing = body.querySelector(`tr[data-task-id="${CSS.escape(task.id)}"]`);
+      if (!matches(filter, task)) {
+        existing?.remove();
+        continue;
+      }
+      const row = taskRow(project, task);
+      row.classList.add("fresh");
+      if (existing) existing.replaceWith(row);
+      else {
+        body.querySelector("tr.empty")?.remove();
+        body.prepend(row);
+      }
+    }
+    while (body.rows.length > limit) body.deleteRow(body.rows.length - 1);
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/dashboard?project=${encodeURIComponent(project)}`);
+    socket.addEventListener("open", () => {
+      retry = 1000;
+      if (status) status.textContent = "Live: new and changed tasks appear here.";
+      table.dataset.connected = "yes";
+    });
+    socket.addEventListener("message", (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "tasks") apply(message.items);
+    });
+    socket.addEventListener("close", () => {
+      table.dataset.connected = "no";
+      if (status) status.textContent = `Live updates interrupted; reconnecting in ${retry / 1000} s…`;
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 30000);
+    });
+  }
+  connect();
+}
+
+const tasksTable = document.querySelector("table[data-tasks]");
+if (tasksTable && tasksTable.dataset.live === "on") liveTasks(tasksTable);
+
+// -- actions on a task ------------------------------------------------------------------------
+
+async function waitForCommand(project, id, show) {
+  for (let i = 0; i < 600; i += 1) {
+    const command = await api("GET", `/api/v1/projects/${encodeURIComponent(project)}/commands/${encodeURIComponent(id)}`);
+    if (["succeeded", "failed", "timed_out"].includes(command.status)) return command;
+    show(`Command ${command.status}${command.status === "pending" ? " (waiting for a connected agent)" : ""}…`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  throw new Error("no outcome after five minutes; see the command list");
+}
+
+function actions(section) {
+  const project = section.dataset.project;
+  const task = section.dataset.task;
+  const status = section.querySelector("[data-action-status]");
+  const show = (text, ...nodes) => { status.replaceChildren(text, ...nodes); };
+  for (const button of section.querySelectorAll("button[data-action]")) {
+    button.addEventListener("click", async () => {
+      const action = button.dataset.action;
+      const body = action === "cancel"
+        ? { terminate: section.querySelector("[data-terminate]")?.checked ?? false }
+        : {};
+      button.disabled = true;
+      try {
+        show(`Sending ${action}…`);
+        const path = `/api/v1/projects/${encodeURIComponent(project)}/tasks/${encodeURIComponent(task)}/${action}`;
+        const issued = await api("POST", path, body);
+        const done = await waitForCommand(project, issued.id, show);
+        if (done.status !== "succeeded") {
+          show(`${action} ${done.status}: ${done.error ?? "no reason given"}`);
+        } else if (action === "retry") {
+          const id = done.result.new_task_id;
+          show("Retried as ", el("a", { href: taskUrl(project, id), "data-new-task": id }, el("code", {}, id)));
+        } else {
+          show(`Cancel sent (${done.result.outcome}); the task's state follows from its worker.`);
+        }
+      } catch (error) {
+        show(`${action} failed: ${error.message}`);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+}
+
+const actionSection = document.querySelector("[data-actions]");
+if (actionSection) actions(actionSection);
+
+// -- the canvas graph -------------------------------------------------------------------------
+
+function drawCanvas(container, layout, project, current) {
+  const width = layout.node_width;
+  const height = layout.node_height;
+  const margin = 20;
+  const minX = Math.min(...layout.nodes.map((n) => n.x)) - width / 2 - margin;
+  const minY = Math.min(...layout.nodes.map((n) => n.y)) - height / 2 - margin;
+  const maxX = Math.max(...layout.nodes.map((n) => n.x)) + width / 2 + margin;
+  const maxY = Math.max(...layout.nodes.map((n) => n.y)) + height / 2 + margin;
+  const root = svg("svg", {
+    viewBox: `${minX} ${minY} ${maxX - minX} ${maxY - minY}`,
+    width: maxX - minX, height: maxY - minY, role: "img",
+    "aria-label": `Canvas of ${layout.nodes.length} tasks`,
+  });
+  const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
+                                 markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+  marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "currentColor" }));
+  const defs = svg("defs");
+  defs.append(marker);
+  root.append(defs);
+  for (const edge of layout.edges) {
+    const points = edge.points.map((p) => p.join(",")).join(" ");
+    root.append(svg("polyline", { points, class: `edge ${edge.kind}`, "marker-end": "url(#arrow)",
+                                  "data-edge": `${edge.source}>${edge.target}`, "data-kind": edge.kind }));
+  }
+  for (const node of layout.nodes) {
+    const group = svg("a", { href: taskUrl(project, node.id),
+                             class: `node state-${node.state ?? "unknown"}${node.missing ? " missing" : ""}${node.id === current ? " current" : ""}`,
+                             "data-node": node.id });
+    group.append(svg("rect", { x: node.x - width / 2, y: node.y - height / 2, width, height, rx: 8 }));
+    const title = svg("text", { x: node.x - width / 2 + 10, y: node.y - 4 });
+    title.textContent = (node.name ?? node.id).split(".").pop().slice(0, 24);
+    const badge = svg("text", { x: node.x - width / 2 + 10, y: node.y + 14, class: "badge" });
+    const runtime = node.runtime === null || node.runtime === undefined ? "" : ` · ${node.runtime.toFixed(2)} s`;
+    badge.textContent = `${node.missing ? "not seen" : node.state}${runtime}`;
+    const tip = svg("title");
+    tip.textContent = `${node.name ?? "(unknown)"} ${node.id} ${node.state ?? ""}`;
+    group.append(tip, title, badge);
+    root.append(group);
+  }
+  container.replaceChildren(root);
+  if (layout.truncated) container.append(el("p", { class: "muted" }, "Only the first tasks are drawn."));
+}
+
+const canvas = document.querySelector("[data-canvas]");
+if (canvas) {
+  const { project, task } = canvas.dataset;
+  api("GET", `/api/v1/projects/${encodeURIComponent(project)}/tasks/${encodeURIComponent(task)}/canvas`)
+    .then((layout) => {
+      if (layout.nodes.length <= 1) {
+        canvas.replaceChildren(el("p", { class: "muted" }, "This task is not part of a chain, group or chord."));
+      } else drawCanvas(canvas, layout, project, task);
+    })
+    .catch((error) => canvas.replaceChildren(el("p", { class: "error" }, `Could not load the canvas: ${error.message}`)));
+}
