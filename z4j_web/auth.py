@@ -159,9 +159,15 @@ def current_change() -> Change:
 def is_cross_site(headers: Any, host: str) -> bool:
     """Whether a browser sent the request from a page of another origin.
 
-    Browsers send ``Origin`` on cross-origin requests (and on all POSTs and
-    WebSocket handshakes); scripts usually send none, which passes.
+    Browsers say so in ``Sec-Fetch-Site``; those that do not send ``Origin``
+    on cross-origin requests (and on all POSTs and WebSocket handshakes).
+    ``Sec-Fetch-Site`` comes first because a page with ``Referrer-Policy:
+    no-referrer`` (every z4j page) makes the browser send ``Origin: null`` on
+    its own same-origin form posts. Scripts usually send neither, which passes.
     """
+    fetch_site = str(headers.get("Sec-Fetch-Site") or "").lower()
+    if fetch_site:
+        return fetch_site not in ("same-origin", "none")
     origin = str(headers.get("Origin") or "")
     if not origin or origin == "null":
         return bool(origin)

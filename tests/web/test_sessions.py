@@ -245,6 +245,15 @@ async def test_other_sites_cannot_log_a_browser_in(client: Client, seeded: Seede
     assert sandboxed.status_code == 403
     same = await login(client, headers={"Origin": "http://localhost"})
     assert same.status_code == 200
+    # Browsers that say where a request comes from are believed first: a same-origin
+    # form post from a no-referrer page carries Origin: null, and passes.
+    no_referrer = await login(client, headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert no_referrer.status_code == 200
+    for site in ("cross-site", "same-site"):
+        refused = await login(
+            client, headers={"Origin": "http://localhost", "Sec-Fetch-Site": site}
+        )
+        assert refused.status_code == 403, site
 
 
 async def test_the_dashboard_socket_takes_the_session_cookie_from_its_own_origin(
