@@ -231,6 +231,7 @@ async def tasks_page(project: str) -> Any:
         first_page=query.cursor is None,
         next_url=next_url,
         error=error,
+        can_bulk=current_page().can(Permission.BULK_ACTIONS),
     )
 
 

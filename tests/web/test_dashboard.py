@@ -181,3 +181,15 @@ async def test_the_script_and_stylesheet_are_served_by_the_brain(client: Client)
     style = await client.get("/static/app.css")
     assert style.status_code == 200
     assert "text/css" in style.headers["Content-Type"]
+
+
+async def test_bulk_actions_are_offered_to_those_who_may_use_them(
+    client: Client, seeded: Seeded, backend: Backend, clock: FakeClock
+) -> None:
+    """An admin gets the bulk buttons on the task list; a viewer does not."""
+    await log_in(client)
+    assert 'data-bulk-action="retry"' in await text(await client.get(f"{TASKS}?state=failed"))
+    await add_user(backend, clock, "viewer@example.com", Role.VIEWER)
+    client.cookie_jar.clear()  # type: ignore[attr-defined]
+    await log_in(client, "viewer@example.com", PASSWORD)
+    assert "data-bulk" not in await text(await client.get(f"{TASKS}?state=failed"))

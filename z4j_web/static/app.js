@@ -138,7 +138,9 @@ async function waitForCommand(project, id, show) {
   for (let i = 0; i < 600; i += 1) {
     const command = await api("GET", `/api/v1/projects/${encodeURIComponent(project)}/commands/${encodeURIComponent(id)}`);
     if (["succeeded", "failed", "timed_out"].includes(command.status)) return command;
-    show(`Command ${command.status}${command.status === "pending" ? " (waiting for a connected agent)" : ""}…`);
+    const waiting = command.status === "pending" ? " (waiting for a connected agent)" : "";
+    const progress = command.result?.total ? ` (${command.result.done} of ${command.result.total} done)` : "";
+    show(`Command ${command.status}${waiting}${progress}…`);
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
   throw new Error("no outcome after five minutes; see the command list");
@@ -237,3 +239,68 @@ if (canvas) {
     })
     .catch((error) => canvas.replaceChildren(el("p", { class: "error" }, `Could not load the canvas: ${error.message}`)));
 }
+
+// -- bulk retry / cancel of everything the current filter selects -------------------------------
+
+function currentFilter(table) {
+  const filter = {};
+  const states = (table.dataset.filterState || "").split(",").filter(Boolean);
+  if (states.length) filter.state = states;
+  for (const key of ["name", "queue", "worker", "text", "since", "until"]) {
+    const value = table.dataset[`filter${key[0].toUpperCase()}${key.slice(1)}`];
+    if (value) filter[key] = value;
+  }
+  return filter;
+}
+
+function bulk(section, table) {
+  const project = section.dataset.project;
+  const confirm = section.querySelector("[data-bulk-confirm]");
+  const count = section.querySelector("[data-bulk-count]");
+  const status = section.querySelector("[data-bulk-status]");
+  const go = section.querySelector("[data-bulk-go]");
+  const base = `/api/v1/projects/${encodeURIComponent(project)}/tasks`;
+  let action = null;
+
+  for (const button of section.querySelectorAll("[data-bulk-action]")) {
+    button.addEventListener("click", async () => {
+      action = button.dataset.bulkAction;
+      status.textContent = "Counting…";
+      try {
+        const dry = await api("POST", `${base}/bulk-${action}`, { filter: currentFilter(table), dry_run: true });
+        status.textContent = "";
+        if (dry.count === 0) {
+          status.textContent = "No task matches this filter: nothing to do.";
+          return;
+        }
+        count.textContent = dry.capped
+          ? `More than ${dry.cap} tasks match: narrow the filter (the cap per request is ${dry.cap}).`
+          : `${dry.count} task${dry.count === 1 ? "" : "s"} match this filter. ${action === "retry" ? "Retry" : "Cancel"} all of them?`;
+        count.dataset.count = String(dry.count);
+        go.hidden = dry.capped;
+        confirm.hidden = false;
+      } catch (error) {
+        status.textContent = `Could not count: ${error.message}`;
+      }
+    });
+  }
+  section.querySelector("[data-bulk-abort]").addEventListener("click", () => { confirm.hidden = true; });
+  go.addEventListener("click", async () => {
+    confirm.hidden = true;
+    try {
+      const issued = await api("POST", `${base}/bulk-${action}`, { filter: currentFilter(table) });
+      const done = await waitForCommand(project, issued.id, (text) => { status.textContent = text; });
+      const result = done.result ?? {};
+      const outcomes = Object.entries(result.outcomes ?? {}).map(([k, v]) => `${v} ${k}`).join(", ");
+      status.textContent = done.status === "succeeded"
+        ? `Done: ${result.done} of ${result.total} (${outcomes || "nothing"}).`
+        : `Bulk ${action} ${done.status}: ${done.error ?? "no reason given"}`;
+      status.dataset.outcome = done.status;
+    } catch (error) {
+      status.textContent = `Bulk ${action} failed: ${error.message}`;
+    }
+  });
+}
+
+const bulkSection = document.querySelector("[data-bulk]");
+if (bulkSection && tasksTable) bulk(bulkSection, tasksTable);
