@@ -6,6 +6,12 @@ or body published this one (a chain step names the step before it),
 ``group_id`` is shared by the members of a group or chord header, and
 ``chord_id`` (on a chord's header tasks) names the chord's callback.
 
+**Gathering** (:class:`CanvasGathering`). A canvas is every task connected to
+the given one by any of those links, or by a shared ``root_id``: not just "the
+root and every task naming it", because a chord or group applied from outside a
+task makes each of its header tasks a root of its own. Storage finds it in
+rounds of index lookups (:class:`CanvasLinks`), at most a given number of tasks.
+
 **The graph** (:func:`build_graph`). One node per task; an edge of kind
 ``parent`` from ``parent_id`` to the task, and one of kind ``chord`` from every
 header task to its callback: the fan-in. Celery publishes the callback from the
@@ -75,12 +81,15 @@ __all__ = [
     "BENDS_PER_NODE",
     "LAYER_SPACING",
     "MAX_NODES",
+    "MAX_ROUNDS",
     "NODE_GAP",
     "NODE_HEIGHT",
     "NODE_WIDTH",
     "CanvasEdge",
+    "CanvasGathering",
     "CanvasGraph",
     "CanvasLayout",
+    "CanvasLinks",
     "CanvasNode",
     "EdgeKind",
     "PlacedEdge",
@@ -92,6 +101,11 @@ __all__ = [
 
 #: Most nodes (tasks and placeholders) one canvas is drawn with.
 MAX_NODES: Final = 2_000
+#: Most rounds of link lookups that gather one canvas (see :class:`CanvasGathering`).
+#: Celery's canvases need a few (a chord applied from outside a task: one round
+#: that finds the other tasks, one that finds nothing new); the bound is for bad
+#: link data.
+MAX_ROUNDS: Final = 32
 #: A node's box, in layout units; ``x`` and ``y`` are the box's centre.
 NODE_WIDTH: Final = 160
 NODE_HEIGHT: Final = 48
@@ -428,6 +442,126 @@ def _strongly_connected(successors: Sequence[Sequence[int]]) -> list[int]:
                         break
                 components += 1
     return component
+
+
+# -- gathering a canvas -------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class CanvasLinks:
+    """One round of gathering a canvas: the lookups that find the tasks linked to the last round's.
+
+    A task is linked when its ``root_id`` is one of ``root_ids``, its
+    ``group_id`` one of ``group_ids``, its ``chord_id`` one of ``chord_ids``,
+    or its own id one of ``task_ids``: four index lookups, by
+    ``(project, root_id)``, ``(project, group_id)``, ``(project, chord_id)`` and
+    the primary key. An empty set asks nothing.
+    """
+
+    root_ids: frozenset[str] = frozenset()
+    group_ids: frozenset[str] = frozenset()
+    chord_ids: frozenset[str] = frozenset()
+    task_ids: frozenset[str] = frozenset()
+
+    def matches(self, task: Task) -> bool:
+        """Whether one of the lookups finds ``task``."""
+        return (
+            (task.root_id is not None and task.root_id in self.root_ids)
+            or (task.group_id is not None and task.group_id in self.group_ids)
+            or (task.chord_id is not None and task.chord_id in self.chord_ids)
+            or task.id in self.task_ids
+        )
+
+
+class CanvasGathering:
+    """A task's canvas, gathered round by round as the connected set over Celery's links.
+
+    Celery does not give a canvas one root: a chord or group applied from
+    outside a task makes each header task the root of itself (the callback
+    names the first one as root and as parent). So a canvas is not "the root
+    and the tasks naming it" but everything connected to the task by any link.
+    Starting from the task, each round looks up, for the tasks the previous
+    round added (:meth:`next_links`):
+
+    * the tasks sharing their root (``root_id`` equal to theirs; a task naming
+      no root is its own),
+    * the tasks sharing their ``group_id`` (a group's members, a chord's
+      header tasks and its callback),
+    * the tasks naming one of them as ``chord_id`` (a callback's header tasks),
+    * the tasks they name as ``root_id``, ``parent_id`` or ``chord_id``;
+
+    each key is looked up once. Of what a round finds that is new, the oldest
+    by ``(first_seen_at, id)`` are kept, as many as still fit under ``limit``
+    (:meth:`add`). Gathering ends when a round adds nothing, when ``limit``
+    tasks are gathered (so asking for one more than is drawn still tells a
+    canvas that was cut), or after :data:`MAX_ROUNDS` rounds. The task's
+    children are found through their root, which Celery gives them, not
+    through ``parent_id``.
+
+    A backend runs each round as one query (or a few); the result is the same
+    on every backend, since which tasks a round keeps depends only on the tasks.
+    """
+
+    def __init__(self, start: Task, limit: int) -> None:
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        self._limit = limit
+        self._found: dict[str, Task] = {start.id: start}
+        self._frontier: list[Task] = [start]
+        self._asked_roots: set[str] = set()
+        self._asked_groups: set[str] = set()
+        self._asked_ids: set[str] = set()
+        self.rounds = 0
+
+    @property
+    def found_ids(self) -> frozenset[str]:
+        """The ids of the tasks gathered so far (a round's lookup leaves them out)."""
+        return frozenset(self._found)
+
+    @property
+    def remaining(self) -> int:
+        """How many more tasks fit under the limit."""
+        return self._limit - len(self._found)
+
+    def next_links(self) -> CanvasLinks | None:
+        """The next round's lookups, or ``None`` when the gathering is done."""
+        if not self._frontier or self.remaining <= 0 or self.rounds >= MAX_ROUNDS:
+            return None
+        frontier, self._frontier = self._frontier, []
+        roots = {task.root_id or task.id for task in frontier} - self._asked_roots
+        groups = {task.group_id for task in frontier if task.group_id is not None}
+        groups -= self._asked_groups
+        named = {
+            linked
+            for task in frontier
+            for linked in (task.root_id, task.parent_id, task.chord_id)
+            if linked is not None and linked not in self._found
+        } - self._asked_ids
+        self._asked_roots |= roots
+        self._asked_groups |= groups
+        self._asked_ids |= named
+        self.rounds += 1
+        return CanvasLinks(
+            root_ids=frozenset(roots),
+            group_ids=frozenset(groups),
+            chord_ids=frozenset(task.id for task in frontier),
+            task_ids=frozenset(named),
+        )
+
+    def add(self, linked: Iterable[Task]) -> None:
+        """Take a round's findings: of the new ones, the oldest that still fit."""
+        new = {task.id: task for task in linked if task.id not in self._found}
+        kept = sorted(new.values(), key=_age)[: self.remaining]
+        self._found.update((task.id, task) for task in kept)
+        self._frontier = kept
+
+    def tasks(self) -> list[Task]:
+        """The tasks gathered, oldest first by ``(first_seen_at, id)``."""
+        return sorted(self._found.values(), key=_age)
+
+
+def _age(task: Task) -> tuple[datetime, str]:
+    return (task.first_seen_at, task.id)
 
 
 # -- the layout -----------------------------------------------------------------------

@@ -90,12 +90,16 @@ class TaskRepository(Protocol):
         """
         ...
 
-    async def canvas(self, project_id: int, root_id: str, limit: int) -> Sequence[Task]:
-        """The tasks of the canvas rooted at ``root_id``: the root and every task naming it
-        as ``root_id``, oldest first, at most ``limit``.
+    async def canvas(self, project_id: int, task_id: str, limit: int) -> Sequence[Task]:
+        """The tasks of ``task_id``'s canvas, oldest first, at most ``limit``; none for an
+        unknown task.
 
-        Oldest first is by ``(first_seen_at, id)``; ``limit`` below 1 raises
-        :class:`~z4j_domain.errors.InvalidInput`.
+        The canvas is the task and every task connected to it by its links
+        (shared root or group, chord, named root, parent or callback), gathered
+        as :class:`~z4j_domain.canvas.CanvasGathering` says: in rounds of index
+        lookups, never a scan of the project; the task itself is always among
+        them. Oldest first is by ``(first_seen_at, id)``; ``limit`` below 1
+        raises :class:`~z4j_domain.errors.InvalidInput`.
         """
         ...
 

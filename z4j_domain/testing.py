@@ -25,6 +25,7 @@ from z4j_domain.audit import (
     Checkpoint,
     genesis_head,
 )
+from z4j_domain.canvas import CanvasGathering
 from z4j_domain.commands import Command, CommandStatus
 from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.projects import Project
@@ -168,16 +169,20 @@ class InMemoryTaskRepository(_Repository):
         found.sort(key=lambda t: (t.first_seen_at, t.id))
         return found[:limit]
 
-    async def canvas(self, project_id: int, root_id: str, limit: int) -> Sequence[Task]:
+    async def canvas(self, project_id: int, task_id: str, limit: int) -> Sequence[Task]:
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}")
-        found = [
-            task
-            for (pid, task_id), task in self._state.tasks.items()
-            if pid == project_id and root_id in (task.root_id, task_id)
-        ]
-        found.sort(key=lambda t: (t.first_seen_at, t.id))
-        return found[:limit]
+        start = self._state.tasks.get((project_id, task_id))
+        if start is None:
+            return []
+        gathering = CanvasGathering(start, limit)
+        while (links := gathering.next_links()) is not None:
+            gathering.add(
+                task
+                for (pid, _), task in self._state.tasks.items()
+                if pid == project_id and links.matches(task)
+            )
+        return gathering.tasks()
 
     async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
         counts: dict[tuple[str | None, Any], int] = {}

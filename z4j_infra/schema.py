@@ -404,6 +404,9 @@ tasks: Final = sa.Table(
     sa.Index("ix_tasks_queue_state", "project_id", "queue", "state"),
     sa.Index("ix_tasks_root", "project_id", "root_id"),
     sa.Index("ix_tasks_retry_of", "project_id", "retry_of"),
+    # Added by migration 0007: a canvas is gathered by all its links, not only its root.
+    sa.Index("ix_tasks_group", "project_id", "group_id"),
+    sa.Index("ix_tasks_chord", "project_id", "chord_id"),
 )
 
 task_events: Final = sa.Table(

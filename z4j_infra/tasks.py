@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
+from z4j_domain.canvas import CanvasGathering, CanvasLinks
 from z4j_domain.errors import InvalidInput
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.serialization import event_from_dict
 from z4j_domain.tasks import Task, TaskEvent, TaskState, fold, merge
 from z4j_infra._ingest import Batches, batches_for, row_to_task
 from z4j_infra.errors import StorageError
+from z4j_infra.jsontext import dumps
 from z4j_infra.schema import Timestamp, task_events, tasks
 
 if TYPE_CHECKING:
@@ -255,26 +258,99 @@ class SqlTaskRepository:
         )
         return [row_to_task(row) for row in result]
 
-    async def canvas(self, project_id: int, root_id: str, limit: int) -> Sequence[Task]:
-        """The root and the tasks naming it as root, oldest first by ``(first_seen_at, id)``."""
+    async def canvas(self, project_id: int, task_id: str, limit: int) -> Sequence[Task]:
+        """The task's canvas, oldest first by ``(first_seen_at, id)``, at most ``limit`` tasks.
+
+        Gathered as :class:`~z4j_domain.canvas.CanvasGathering` says: the task
+        by its primary key, then per round one statement for the new tasks' ids
+        and one for their rows, the second skipped when there are none
+        (:meth:`_linked`). A chord applied from outside a task: four statements.
+        """
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}")
-        # Two index lookups (ix_tasks_root, then the primary key for the root,
-        # unless it names itself as root), not one OR that a planner may turn
-        # into a walk of the project's whole first_seen index.
-        members = sa.select(tasks).where(
-            tasks.c.project_id == project_id, tasks.c.root_id == root_id
+        start = await self.get(project_id, task_id)
+        if start is None:
+            return []
+        gathering = CanvasGathering(start, limit)
+        while (links := gathering.next_links()) is not None:
+            gathering.add(
+                await self._linked(project_id, links, gathering.found_ids, gathering.remaining)
+            )
+        return gathering.tasks()
+
+    async def _linked(
+        self, project_id: int, links: CanvasLinks, known: Collection[str], limit: int
+    ) -> Sequence[Task]:
+        """The oldest ``limit`` tasks ``links`` finds, other than ``known``: two statements.
+
+        First their ids: one index lookup per kind of link (``ix_tasks_root``,
+        ``ix_tasks_group``, ``ix_tasks_chord``, the primary key), each reading
+        ``(id, first_seen_at)``, their union less ``known``, cut to the oldest
+        ``limit``. Not one ``OR`` of the four: with the ``ORDER BY ... LIMIT``,
+        a planner may turn that into a walk of the project's whole
+        ``first_seen`` index. Then those rows by primary key, in a statement of
+        their own: folded into the first, PostgreSQL was seen hashing the ids
+        against a scan of the project's tasks. Each set of ids is one parameter
+        whatever its size (an array on PostgreSQL, a JSON list on SQLite), so
+        the statements' text does not depend on the canvas's size.
+        """
+        c = tasks.c
+        lookups = (
+            (c.root_id, links.root_ids),
+            (c.group_id, links.group_ids),
+            (c.chord_id, links.chord_ids),
+            (c.id, links.task_ids),
         )
-        root = sa.select(tasks).where(
-            tasks.c.project_id == project_id,
-            tasks.c.id == root_id,
-            sa.or_(tasks.c.root_id.is_(None), tasks.c.root_id != root_id),
+        branches = [
+            sa.select(c.id, c.first_seen_at).where(
+                c.project_id == project_id, self._one_of(column, values)
+            )
+            for column, values in lookups
+            if values
+        ]
+        if not branches:
+            return []
+        linked = (sa.union(*branches) if len(branches) > 1 else branches[0]).subquery("linked")
+        chosen = (
+            sa.select(linked.c.id)
+            .where(self._none_of(linked.c.id, known))
+            .order_by(linked.c.first_seen_at, linked.c.id)
+            .limit(limit)
         )
-        both = sa.union_all(members, root).subquery()
+        ids = list((await self._uow.execute(chosen)).scalars())
+        if not ids:
+            return []
         result = await self._uow.execute(
-            sa.select(both).order_by(both.c.first_seen_at, both.c.id).limit(limit)
+            sa.select(tasks).where(c.project_id == project_id, self._one_of(c.id, ids))
         )
         return [row_to_task(row) for row in result]
+
+    def _one_of(
+        self, column: sa.ColumnElement[str], values: Collection[str]
+    ) -> sa.ColumnElement[bool]:
+        """``column`` is one of ``values``, sent as one parameter."""
+        if self._uow.dialect == "postgresql":
+            return column == sa.any_(self._array(values))
+        return column.in_(self._json_values(values))
+
+    def _none_of(
+        self, column: sa.ColumnElement[str], values: Collection[str]
+    ) -> sa.ColumnElement[bool]:
+        """``column`` is none of ``values``, sent as one parameter."""
+        if self._uow.dialect == "postgresql":
+            return column != sa.all_(self._array(values))
+        return column.not_in(self._json_values(values))
+
+    @staticmethod
+    def _array(values: Collection[str]) -> sa.BindParameter[Any]:
+        return sa.bindparam(None, sorted(values), type_=postgresql.ARRAY(sa.String()))
+
+    @staticmethod
+    def _json_values(values: Collection[str]) -> sa.Select[tuple[Any]]:
+        listed = sa.func.json_each(
+            sa.bindparam(None, dumps(sorted(values)), type_=sa.Text())
+        ).table_valued("value")
+        return sa.select(listed.c.value)
 
     async def queue_counts(self, project_id: int) -> Sequence[QueueCount]:
         """Task counts per (queue, state), zero counts omitted."""

@@ -469,25 +469,27 @@ async def get_task(
 async def get_task_canvas(
     uow_factory: UnitOfWorkFactory, project: Project, task_id: str, *, max_nodes: int = MAX_NODES
 ) -> tuple[str, CanvasLayout]:
-    """The root id and the layout of the task's whole canvas, or :class:`NotFound`.
+    """The task's root id and the layout of its whole canvas, or :class:`NotFound`.
 
-    The canvas is the task's root (its ``root_id``, or the task itself when it
-    has none) and every task naming that root; at most ``max_nodes`` nodes are
-    laid out, the oldest first, and the layout says when it was cut.
+    The canvas is the task and every task connected to it by Celery's links
+    (see :class:`~z4j_domain.canvas.CanvasGathering`): a chord applied from
+    outside a task has a root per header task, and is still one canvas. At
+    most ``max_nodes`` nodes are laid out, the oldest first, and the layout
+    says when it was cut. The root id is the task's own (``root_id``, or the
+    task itself when it names none).
     """
     async with uow_factory() as uow:
-        task = await uow.tasks.get(project.id, task_id)
-        if task is None:
-            raise NotFound(f"no task {task_id!r} in project {project.slug!r}")
-        root_id = task.root_id or task.id
         # One more than fits, so that the layout can tell a canvas that was cut.
-        tasks = await uow.tasks.canvas(project.id, root_id, max_nodes + 1)
+        tasks = await uow.tasks.canvas(project.id, task_id, max_nodes + 1)
+    task = next((found for found in tasks if found.id == task_id), None)
+    if task is None:
+        raise NotFound(f"no task {task_id!r} in project {project.slug!r}")
     # Up to a few hundred milliseconds of CPU for the largest (or most tangled)
     # canvases: off the event loop.
     layout = await anyio.to_thread.run_sync(
         functools.partial(layout_canvas, tasks, max_nodes=max_nodes)
     )
-    return root_id, layout
+    return task.root_id or task.id, layout
 
 
 async def list_workers(

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from z4j_domain.canvas import MAX_ROUNDS
 from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskQuery
@@ -588,51 +589,224 @@ async def test_retries_lists_the_tasks_that_retried_one_oldest_first(
     assert stored["r-a"].retry_of == "orig"
 
 
-def _in_canvas(task_id: str, start: float, root_id: str | None) -> list[TaskEvent]:
-    """A task's lifecycle whose sent event names ``root_id`` as its canvas's root."""
+def _in_canvas(
+    task_id: str,
+    start: float,
+    root_id: str | None,
+    *,
+    parent_id: str | None = None,
+    group_id: str | None = None,
+    chord_id: str | None = None,
+) -> list[TaskEvent]:
+    """A task's lifecycle whose sent event carries its canvas links."""
+    links = {"root_id": root_id, "parent_id": parent_id, "group_id": group_id, "chord_id": chord_id}
     return [
-        attrs.evolve(event, root_id=root_id) if event.kind is EventKind.SENT else event
+        attrs.evolve(event, **links) if event.kind is EventKind.SENT else event
         for event in lifecycle(task_id, start)
     ]
 
 
-async def test_canvas_lists_the_root_and_its_tasks_oldest_first(
+def _chord_from_outside(prefix: str, start: float, headers: int = 3) -> list[TaskEvent]:
+    """``chord([add] * headers)(total)`` applied outside any task, as a real worker stores it.
+
+    Each header task is a root of its own; the callback names the header that
+    finished last as its root and parent, and carries the header's group id.
+    """
+    group, callback = f"{prefix}-G", f"{prefix}-cb"
+    header_ids = [f"{prefix}-h{n}" for n in range(1, headers + 1)]
+    events = [
+        event
+        for n, header in enumerate(header_ids)
+        for event in _in_canvas(header, start + n, header, group_id=group, chord_id=callback)
+    ]
+    last = header_ids[-1]
+    return [
+        *events,
+        *_in_canvas(callback, start + headers, last, parent_id=last, group_id=group),
+    ]
+
+
+async def _canvas_ids(
+    factory: UnitOfWorkFactory, project: int, task_id: str, limit: int = 100
+) -> list[str]:
+    async with factory() as uow:
+        return [task.id for task in await uow.tasks.canvas(project, task_id, limit)]
+
+
+async def _apply_in_two_batches(
+    factory: UnitOfWorkFactory, project: int, events: Sequence[TaskEvent]
+) -> None:
+    """Every other event first: a link may arrive in a later batch than the task."""
+    await apply(factory, project, events[1::2])
+    await apply(factory, project, events[::2])
+
+
+async def test_canvas_of_a_chord_applied_from_outside_a_task_is_whole_from_any_of_its_tasks(
     uow_factory: UnitOfWorkFactory,
 ) -> None:
-    """canvas() finds the root and every task naming it as root, by (first_seen_at, id), once."""
+    """Header tasks that are their own roots are found through the group and the callback."""
     project = await new_project(uow_factory)
     other = await new_project(uow_factory)
-    events = [
-        # The root names itself as root (Celery does that for a chain's first task).
-        *_in_canvas("r", 1, "r"),
-        *_in_canvas("m-late", 9, "r"),
-        *_in_canvas("m-b", 4, "r"),
-        *_in_canvas("m-a", 4, "r"),
-        *_in_canvas("m-early", 0, "r"),
-        *_in_canvas("unrelated", 2, "x"),
-        # A root that names no root, and its one child.
-        *_in_canvas("q", 5, None),
-        *_in_canvas("q-child", 6, "q"),
-        # Children whose root was never stored.
-        *_in_canvas("orphan", 7, "ghost"),
+    events = _chord_from_outside("c", 1)
+    # Unrelated: another chord applied from outside, a lone task, a group's lone member.
+    unrelated = [
+        *_chord_from_outside("d", 0, headers=2),
+        *_in_canvas("alone", 2, "alone"),
+        *_in_canvas("solo", 3, "solo", group_id="solo-G"),
     ]
-    await apply(uow_factory, project, events[1::2])
-    await apply(uow_factory, project, events[::2])
-    await apply(uow_factory, other, _in_canvas("elsewhere", 3, "r"))
+    await _apply_in_two_batches(uow_factory, project, [*events, *unrelated])
+    # The same ids in another project are another canvas.
+    await apply(uow_factory, other, _chord_from_outside("c", 5, headers=2))
     expected = expected_tasks(events)
+    whole = ["c-h1", "c-h2", "c-h3", "c-cb"]
+    for task_id in whole:
+        assert await _canvas_ids(uow_factory, project, task_id) == whole, task_id
     async with uow_factory() as uow:
-        canvas = await uow.tasks.canvas(project, "r", limit=100)
-        assert [task.id for task in canvas] == ["m-early", "r", "m-a", "m-b", "m-late"]
-        assert list(canvas) == [expected[task.id] for task in canvas]
-        limited = await uow.tasks.canvas(project, "r", limit=2)
-        assert [task.id for task in limited] == ["m-early", "r"]
-        assert [t.id for t in await uow.tasks.canvas(project, "q", limit=100)] == ["q", "q-child"]
-        assert [t.id for t in await uow.tasks.canvas(project, "q-child", limit=100)] == ["q-child"]
-        assert [t.id for t in await uow.tasks.canvas(project, "ghost", limit=100)] == ["orphan"]
-        assert list(await uow.tasks.canvas(project, "nobody", limit=100)) == []
-        assert [t.id for t in await uow.tasks.canvas(other, "r", limit=100)] == ["elsewhere"]
+        assert list(await uow.tasks.canvas(project, "c-h2", 100)) == [expected[i] for i in whole]
+    assert await _canvas_ids(uow_factory, project, "d-cb") == ["d-h1", "d-h2", "d-cb"]
+    assert await _canvas_ids(uow_factory, project, "alone") == ["alone"]
+    assert await _canvas_ids(uow_factory, project, "solo") == ["solo"]
+    assert await _canvas_ids(uow_factory, other, "c-h1") == ["c-h1", "c-h2", "c-cb"]
+    assert await _canvas_ids(uow_factory, project, "nobody") == []
+
+
+async def test_canvas_of_a_group_applied_from_outside_a_task(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """``group([add] * 3)()`` outside a task: three roots, one group id, one canvas."""
+    project = await new_project(uow_factory)
+    members = ["g-m1", "g-m2", "g-m3"]
+    events = [
+        event
+        for n, member in enumerate(members)
+        for event in _in_canvas(member, n, member, group_id="g-G")
+    ]
+    # Another group applied from outside, with members at the same times.
+    others = [
+        event
+        for n, member in enumerate(["k-m1", "k-m2"])
+        for event in _in_canvas(member, n, member, group_id="k-G")
+    ]
+    await _apply_in_two_batches(uow_factory, project, [*events, *others])
+    for member in members:
+        assert await _canvas_ids(uow_factory, project, member) == members
+    assert await _canvas_ids(uow_factory, project, "k-m2") == ["k-m1", "k-m2"]
+
+
+async def test_canvas_of_chains_with_a_chord_inside(uow_factory: UnitOfWorkFactory) -> None:
+    """``a | chord([b] * 3, c) | d`` and ``chord([h] * 2, cb) | n``, applied from outside.
+
+    In the first every task names ``a`` as root; in the second the header
+    tasks are their own roots and the rest of the chain names the callback's.
+    Tasks naming no root at all are their own roots too.
+    """
+    project = await new_project(uow_factory)
+    headers = ["a-b1", "a-b2", "a-b3"]
+    first = [
+        *_in_canvas("a", 0, "a"),
+        *(
+            event
+            for n, header in enumerate(headers)
+            for event in _in_canvas(
+                header, 1 + n / 10, "a", parent_id="a", group_id="a-G", chord_id="a-c"
+            )
+        ),
+        *_in_canvas("a-c", 2, "a", parent_id="a-b3", group_id="a-G"),
+        *_in_canvas("a-d", 3, "a", parent_id="a-c"),
+    ]
+    second = [
+        *_chord_from_outside("s", 4, headers=2),
+        *_in_canvas("s-n", 7, "s-h2", parent_id="s-cb"),
+    ]
+    legacy = [*_in_canvas("q", 8, None), *_in_canvas("q-child", 9, "q", parent_id="q")]
+    await _apply_in_two_batches(uow_factory, project, [*first, *second, *legacy])
+    for task_id in ("a", "a-b2", "a-c", "a-d"):
+        assert await _canvas_ids(uow_factory, project, task_id) == [
+            "a",
+            "a-b1",
+            "a-b2",
+            "a-b3",
+            "a-c",
+            "a-d",
+        ]
+    for task_id in ("s-h1", "s-h2", "s-cb", "s-n"):
+        assert await _canvas_ids(uow_factory, project, task_id) == [
+            "s-h1",
+            "s-h2",
+            "s-cb",
+            "s-n",
+        ]
+    for task_id in ("q", "q-child"):
+        assert await _canvas_ids(uow_factory, project, task_id) == ["q", "q-child"]
+
+
+async def test_canvas_links_to_tasks_not_stored_lead_nowhere(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """A root, parent or callback that was never stored is not a task of the canvas, and the
+    tasks linked through it are still found (here a chord whose callback is not sent yet)."""
+    project = await new_project(uow_factory)
+    events = [
+        *_in_canvas("o-1", 0, "ghost", parent_id="ghost"),
+        *_in_canvas("o-2", 1, "ghost", parent_id="o-1", group_id="o-G", chord_id="o-cb"),
+        *_in_canvas("o-3", 2, "o-3", group_id="o-G", chord_id="o-cb"),
+    ]
+    await apply(uow_factory, project, events)
+    for task_id in ("o-1", "o-2", "o-3"):
+        assert await _canvas_ids(uow_factory, project, task_id) == ["o-1", "o-2", "o-3"]
+
+
+async def test_canvas_stops_at_the_limit_nearest_rounds_first_oldest_first_within_one(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """At most ``limit`` tasks: the task, then each round's new tasks oldest first while they fit.
+
+    Asking for one more than is drawn therefore still tells a canvas that was cut.
+    """
+    project = await new_project(uow_factory)
+    # A chord applied from outside with five header tasks; the callback came first
+    # in time (its first event was seen before the headers' ones).
+    events = [*_chord_from_outside("w", 10, headers=5)]
+    events = [
+        attrs.evolve(event, timestamp=at(0)) if event.id == "w-cb:sent" else event
+        for event in events
+    ]
+    await apply(uow_factory, project, events)
+    # From the callback, one round finds the five headers: the oldest two fit.
+    assert await _canvas_ids(uow_factory, project, "w-cb", limit=3) == ["w-cb", "w-h1", "w-h2"]
+    # From the youngest header, the first round finds all the others.
+    assert await _canvas_ids(uow_factory, project, "w-h5", limit=3) == ["w-cb", "w-h1", "w-h5"]
+    # The task itself is always there, however small the limit.
+    assert await _canvas_ids(uow_factory, project, "w-h4", limit=1) == ["w-h4"]
+    assert len(await _canvas_ids(uow_factory, project, "w-h4", limit=6)) == 6
+    assert len(await _canvas_ids(uow_factory, project, "w-h4", limit=7)) == 6
+    async with uow_factory() as uow:
         with pytest.raises(InvalidInput):
-            await uow.tasks.canvas(project, "r", limit=0)
+            await uow.tasks.canvas(project, "w-cb", limit=0)
+        with pytest.raises(InvalidInput):
+            await uow.tasks.canvas(project, "nobody", limit=0)
+
+
+async def test_canvas_gathers_in_rounds_up_to_the_round_limit(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """Bad link data: a line of parents, each its own root, is walked one round per step, and
+    no further than ``MAX_ROUNDS`` rounds.
+
+    Upwards only: a task's children are found through the root Celery gives
+    them, and these name none but their own.
+    """
+    project = await new_project(uow_factory)
+    length = MAX_ROUNDS + 3
+    line = [f"line-{n:03d}" for n in range(length)]
+    events = [
+        event
+        for n, task_id in enumerate(line)
+        for event in _in_canvas(task_id, n, task_id, parent_id=line[n - 1] if n else None)
+    ]
+    await apply(uow_factory, project, events)
+    assert await _canvas_ids(uow_factory, project, line[-1], limit=1000) == line[-MAX_ROUNDS - 1 :]
+    assert await _canvas_ids(uow_factory, project, line[5], limit=1000) == line[:6]
 
 
 async def test_queue_counts(uow_factory: UnitOfWorkFactory) -> None:

@@ -40,7 +40,7 @@ async def test_upgrade_gives_the_metadata(empty_url: str) -> None:
     """After `migrate`, autogenerate finds nothing to change: tables, columns, types, indexes."""
     database = await Database.connect(empty_url)
     try:
-        assert await revisions(database) == (None, "0006")
+        assert await revisions(database) == (None, "0007")
         await migrate(database)
         async with database.engine.connect() as connection:
             assert await connection.run_sync(_differences) == []

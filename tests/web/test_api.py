@@ -414,6 +414,56 @@ async def test_task_canvas_lays_out_a_chord_from_any_of_its_tasks(
     )
 
 
+async def test_task_canvas_of_a_chord_applied_from_outside_a_task(
+    client: Client, seeded: Seeded, backend: Backend
+) -> None:
+    """chord([add] * 3)(total) applied outside a task, as a real worker stores it: the header
+    tasks are each their own root, the callback names one of them as root and parent. The
+    canvas is still the four tasks, the same from each, with a fan-in edge from every header.
+    """
+    events = [
+        *(
+            event(h, "succeeded", 30 + n, name="app.add", root_id=h, group_id="O", chord_id="o-cb")
+            for n, h in enumerate(("o-h1", "o-h2", "o-h3"))
+        ),
+        event(
+            "o-cb",
+            "succeeded",
+            34,
+            name="app.total",
+            root_id="o-h1",
+            parent_id="o-h1",
+            group_id="O",
+        ),
+        # Another chord applied from outside: not part of this canvas.
+        event(
+            "x-h1", "succeeded", 30, name="app.add", root_id="x-h1", group_id="X", chord_id="x-cb"
+        ),
+        event("x-cb", "sent", 31, name="app.total", root_id="x-h1", parent_id="x-h1", group_id="X"),
+    ]
+    async with backend.uow_factory() as uow:
+        await uow.tasks.apply_events(seeded.project_id, events)
+        await uow.commit()
+
+    body = await get_json(client, f"{TASKS_URL}/o-cb/canvas", seeded.key)
+    assert (body["task_id"], body["root_id"], body["truncated"]) == ("o-cb", "o-h1", False)
+    nodes = {node["id"]: node for node in body["nodes"]}
+    assert {i: nodes[i]["layer"] for i in nodes} == {"o-h1": 0, "o-h2": 0, "o-h3": 0, "o-cb": 1}
+    assert nodes["o-cb"]["chord_callback"]
+    assert not any(node["missing"] for node in body["nodes"])
+    assert sorted((e["source"], e["target"], e["kind"]) for e in body["edges"]) == [
+        ("o-h1", "o-cb", "chord"),
+        ("o-h2", "o-cb", "chord"),
+        ("o-h3", "o-cb", "chord"),
+    ]
+    # From a header task: the same layout; its root is its own.
+    for task_id in ("o-h1", "o-h2", "o-h3"):
+        other = await get_json(client, f"{TASKS_URL}/{task_id}/canvas", seeded.key)
+        assert other == {**body, "task_id": task_id, "root_id": task_id}
+    other = await get_json(client, f"{TASKS_URL}/x-cb/canvas", seeded.key)
+    assert sorted(node["id"] for node in other["nodes"]) == ["x-cb", "x-h1"]
+
+
 @pytest.mark.parametrize(
     "url",
     [
