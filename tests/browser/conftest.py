@@ -32,6 +32,11 @@
     ``screenshot(page, name)`` saves a full-page PNG to
     ``test-artifacts/screenshots/<name>.png`` (overwritten on each run) and
     returns its path.
+``e2e_app``, ``dashboard_brain``, ``worker`` (module: once per test module that uses them)
+    The worker's Celery tasks module (its client on the test Redis, emptied
+    first), a running brain on SQLite with the first admin and an API key, and
+    a prefork worker on :data:`QUEUE` with the agent, connected to the brain.
+    Tests log in with :func:`log_in`.
 """
 
 from __future__ import annotations
@@ -40,11 +45,22 @@ import os
 import re
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.agents.e2e import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    Brain,
+    Worker,
+    mint_agent,
+    require_redis,
+    running_brain,
+    tasks_module,
+    wait_until,
+)
 from tests.serving import Server, free_port, z4j_environment
 
 #: Where Debian's ``chromium`` package puts the browser.
@@ -62,6 +78,9 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
 )
+
+#: The queue the dashboard tests' worker consumes.
+QUEUE: Final = "e2e-dashboard"
 
 #: The link ``z4j serve`` logs on first boot.
 SETUP_URL = re.compile(r"(http://127\.0\.0\.1:\d+/setup\?token=[A-Za-z0-9_-]+)")
@@ -189,3 +208,52 @@ def setup_url(brain: Server) -> str:
     url = brain.wait_for_line(SETUP_URL).group(1)
     assert url.startswith(brain.base)
     return url
+
+
+@pytest.fixture(scope="module")
+def e2e_app() -> Any:
+    """The worker's tasks module, its client on the test Redis (emptied first)."""
+    require_redis()
+    return tasks_module()
+
+
+@pytest.fixture(scope="module")
+def dashboard_brain(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Brain]:
+    """A running brain on SQLite with the first admin and an API key."""
+    with running_brain(request, tmp_path_factory, "sqlite") as brain:
+        yield brain
+
+
+@pytest.fixture(scope="module")
+def worker(
+    e2e_app: Any, dashboard_brain: Brain, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """A prefork worker on QUEUE with the agent, connected to the brain."""
+    agent = mint_agent(dashboard_brain)
+    started = Worker(
+        tmp_path_factory.mktemp("worker") / "worker.log",
+        brain_url=dashboard_brain.url,
+        token=agent["token"],
+        secret=agent["hmac_secret"],
+        queue=QUEUE,
+        environment={"Z4J_E2E_RESULT_EXTENDED": "1"},
+    )
+    try:
+        assert wait_until(lambda: dashboard_brain.worker(started.hostname) is not None)
+        yield started
+    finally:
+        started.stop()
+
+
+def log_in(
+    page: Page, brain: Brain, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD
+) -> None:
+    """Open a page, get sent to the login form, log in, land on the tasks page."""
+    page.goto(f"{brain.url}/projects/default/tasks")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()

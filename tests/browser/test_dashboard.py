@@ -11,67 +11,18 @@ import json
 import re
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from typing import Any, Final
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.agents.e2e import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    Brain,
-    Worker,
-    mint_agent,
-    require_redis,
-    running_brain,
-    tasks_module,
-    wait_until,
-)
-from tests.browser.conftest import Screenshot
+from tests.agents.e2e import Brain, Worker
+from tests.browser.conftest import QUEUE, Screenshot, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-QUEUE: Final = "e2e-dashboard"
 VIEWER: Final = "viewer@example.com"
 VIEWER_PASSWORD: Final = "a viewer's long password"
-
-
-@pytest.fixture(scope="module")
-def e2e_app() -> Any:
-    """The worker's tasks module, its client on the test Redis (emptied first)."""
-    require_redis()
-    return tasks_module()
-
-
-@pytest.fixture(scope="module")
-def dashboard_brain(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Brain]:
-    """A running brain on SQLite with the first admin and an API key."""
-    with running_brain(request, tmp_path_factory, "sqlite") as brain:
-        yield brain
-
-
-@pytest.fixture(scope="module")
-def worker(
-    e2e_app: Any, dashboard_brain: Brain, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Worker]:
-    """A prefork worker on QUEUE with the agent, connected to the brain."""
-    agent = mint_agent(dashboard_brain)
-    started = Worker(
-        tmp_path_factory.mktemp("worker") / "worker.log",
-        brain_url=dashboard_brain.url,
-        token=agent["token"],
-        secret=agent["hmac_secret"],
-        queue=QUEUE,
-        environment={"Z4J_E2E_RESULT_EXTENDED": "1"},
-    )
-    try:
-        assert wait_until(lambda: dashboard_brain.worker(started.hostname) is not None)
-        yield started
-    finally:
-        started.stop()
 
 
 def api(brain: Brain, method: str, path: str, body: Any) -> Any:
@@ -83,18 +34,6 @@ def api(brain: Brain, method: str, path: str, body: Any) -> Any:
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         return json.loads(response.read())
-
-
-def log_in(
-    page: Page, brain: Brain, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD
-) -> None:
-    """Open a page, get sent to the login form, log in, land on the tasks page."""
-    page.goto(f"{brain.url}/projects/default/tasks")
-    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
 
 
 def row(page: Page, task_id: str) -> Any:
