@@ -39,7 +39,7 @@ from z4j_web.auth import (
 from z4j_web.errors import AuthenticationFailed, CsrfRejected, TooManyRequests
 from z4j_web.runtime import current_runtime
 
-__all__ = ["blueprint"]
+__all__ = ["blueprint", "current_page", "page", "render"]
 
 P = ParamSpec("P")
 
@@ -109,7 +109,8 @@ def current_page() -> _Page:
     return found
 
 
-async def _render(template: str, status: int = 200, **context: Any) -> Any:
+async def render(template: str, status: int = 200, **context: Any) -> Any:
+    """Render a dashboard template with the page context (who, which projects), not cached."""
     current = getattr(g, _PAGE, None)
     projects: list[Any] = []
     if current is not None:
@@ -132,7 +133,7 @@ def _safe_next(target: str | None) -> str:
 @blueprint.get("/login")
 async def login_form() -> Any:
     """The login form."""
-    return await _render("login.html", next=_safe_next(request.args.get("next")), email="")
+    return await render("login.html", next=_safe_next(request.args.get("next")), email="")
 
 
 @blueprint.post("/login")
@@ -158,7 +159,7 @@ async def login_submit() -> Any:
         )
     except (AuthenticationFailed, TooManyRequests) as error:
         status = 429 if isinstance(error, TooManyRequests) else 401
-        return await _render("login.html", status, next=target, email=email, error=str(error))
+        return await render("login.html", status, next=target, email=email, error=str(error))
     response = redirect(target)
     set_session_cookie(response, created.token)  # type: ignore[arg-type]
     return response
@@ -197,7 +198,7 @@ async def home() -> Any:
     visible = await accounts.visible_projects(current_runtime().uow, current_page().principal)
     if visible:
         return redirect(f"/projects/{quote(visible[0][0].slug)}/tasks")
-    return await _render("no_projects.html")
+    return await render("no_projects.html")
 
 
 @blueprint.get("/projects/<project>/tasks")
@@ -220,7 +221,7 @@ async def tasks_page(project: str) -> Any:
     if listed.next_cursor is not None:
         kept = [(k, v) for k, v in args.items(multi=True) if k != "cursor"]
         next_url = "?" + urlencode([*kept, ("cursor", listed.next_cursor.encode())])
-    return await _render(
+    return await render(
         "tasks.html",
         400 if error else 200,
         project=access.project,
@@ -245,7 +246,7 @@ async def task_page(project: str, task_id: str) -> Any:
         current_runtime().uow, current.access.project, task_id
     )
     shown = task_to_dict(task)
-    return await _render(
+    return await render(
         "task.html",
         project=current.access.project,
         task=shown,
