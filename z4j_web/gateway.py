@@ -521,6 +521,12 @@ class AgentConnection:
         hello = self._session.hello
         return hello.capabilities if hello is not None else frozenset()
 
+    @property
+    def agent_version(self) -> str | None:
+        """The agent software's version, as its hello gave it."""
+        hello = self._session.hello
+        return hello.agent_version if hello is not None else None
+
     def send_command(self, body: Mapping[str, Any]) -> bool:
         """Queue a ``command`` frame for the agent; ``False`` if too many are waiting."""
         if self._failed.is_set() or self._commands_queued >= MAX_QUEUED_COMMANDS:

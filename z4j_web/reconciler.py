@@ -57,7 +57,7 @@ from z4j_infra.errors import StorageError
 from z4j_infra.secrets import new_token
 from z4j_web.ingest import IngestBatch, IngestClosed
 
-__all__ = ["AgentLink", "Reconciler", "parse_probe_answers"]
+__all__ = ["AgentLink", "ConnectedAgent", "Reconciler", "parse_probe_answers"]
 
 _log = logging.getLogger("z4j.reconciler")
 
@@ -79,9 +79,30 @@ class AgentLink(Protocol):
         """The project the agent belongs to."""
         ...
 
+    @property
+    def agent_name(self) -> str:
+        """The agent's name as minted."""
+        ...
+
+    @property
+    def agent_version(self) -> str | None:
+        """The agent software's version its hello gave, if any."""
+        ...
+
     def send_command(self, body: Mapping[str, Any]) -> bool:
         """Queue a ``command`` frame; ``False`` if the connection is closing."""
         ...
+
+
+@attrs.frozen(kw_only=True)
+class ConnectedAgent:
+    """An agent with at least one open connection to this brain."""
+
+    name: str
+    #: Open connections (one per worker using the agent's token).
+    connections: int
+    #: The versions their hellos gave, sorted, without repeats.
+    versions: tuple[str, ...]
 
 
 def parse_probe_answers(body: Mapping[str, Any], answered_at: datetime) -> list[ProbeAnswer]:
@@ -193,6 +214,22 @@ class Reconciler:
         links = self._project(link.project_id).links
         with contextlib.suppress(ValueError):
             links.remove(link)
+
+    def connected_agents(self, project_id: int) -> dict[str, ConnectedAgent]:
+        """The project's agents connected to this brain now, by name (every link, whatever
+        it can run: agents that announce no actions are connected all the same)."""
+        state = self._projects.get(project_id)
+        found: dict[str, list[AgentLink]] = {}
+        for link in list(state.links) if state is not None else []:
+            found.setdefault(link.agent_name, []).append(link)
+        return {
+            name: ConnectedAgent(
+                name=name,
+                connections=len(links),
+                versions=tuple(sorted({v for link in links if (v := link.agent_version)})),
+            )
+            for name, links in found.items()
+        }
 
     def broadcast(self, project_id: int, body: Mapping[str, Any]) -> int:
         """Send a command to every connected agent of the project; returns how many took it."""
