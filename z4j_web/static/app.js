@@ -304,3 +304,222 @@ function bulk(section, table) {
 
 const bulkSection = document.querySelector("[data-bulk]");
 if (bulkSection && tasksTable) bulk(bulkSection, tasksTable);
+
+// == pages_admin: agents, members and invitations ==================================================
+// (the agents and members pages; every change through the JSON API, errors shown in words)
+
+function selectText(node) {
+  const range = document.createRange();
+  range.selectNodeContents(node);
+  const selection = window.getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
+}
+
+// A button with data-copy="<selector>" copies that element's text (or selects it when the
+// browser offers no clipboard, as on plain HTTP to another host).
+for (const button of document.querySelectorAll("[data-copy]")) {
+  const label = button.textContent;
+  button.addEventListener("click", async () => {
+    const source = document.querySelector(button.dataset.copy);
+    if (!source) return;
+    try {
+      if (!navigator.clipboard) throw new Error("no clipboard");
+      await navigator.clipboard.writeText(source.textContent);
+      button.textContent = "Copied";
+    } catch {
+      selectText(source);
+      button.textContent = "Selected: press Ctrl+C";
+    }
+    setTimeout(() => { button.textContent = label; }, 2500);
+  });
+}
+
+function shortTime(iso, length = 16) {
+  return el("time", { datetime: iso }, (iso ?? "").slice(0, length).replace("T", " "));
+}
+
+function agentRow(agent, canManage) {
+  const status = agent.active
+    ? el("span", { class: "state state-succeeded" }, "active")
+    : el("span", { class: "state state-revoked" }, "revoked");
+  return el("tr", { "data-agent": agent.name, class: "fresh" },
+    el("td", {}, el("strong", {}, agent.name)),
+    el("td", { "data-agent-status": "" }, status),
+    el("td", { "data-agent-connected": "0" }, el("span", { class: "muted" }, "not connected")),
+    el("td", {}, "—"),
+    el("td", {}, el("span", { class: "muted" }, "never")),
+    el("td", {}, shortTime(agent.created_at)),
+    ...(canManage ? [el("td", {}, el("button", {
+      type: "button", class: "secondary small danger", "data-revoke-agent": agent.name,
+    }, "Revoke"))] : []),
+  );
+}
+
+function agentsPage(table) {
+  const project = table.dataset.project;
+  const base = `/api/v1/projects/${encodeURIComponent(project)}/agents`;
+  const status = document.querySelector("[data-agents-status]");
+  const mint = document.querySelector("[data-mint]");
+
+  table.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-revoke-agent]");
+    if (!button) return;
+    const name = button.dataset.revokeAgent;
+    const question = `Revoke the agent "${name}"? Its token stops working at once: `
+      + "workers connected with it are disconnected and need a new agent's token.";
+    if (!window.confirm(question)) return;
+    button.disabled = true;
+    try {
+      const agent = await api("DELETE", `${base}/${encodeURIComponent(name)}`);
+      const row = button.closest("tr");
+      row.querySelector("[data-agent-status]").replaceChildren(
+        el("span", { class: "state state-revoked" }, "revoked"), " ", shortTime(agent.revoked_at));
+      button.remove();
+      status.textContent = `Agent ${name} revoked; connections using its token are closed shortly.`;
+    } catch (error) {
+      button.disabled = false;
+      status.textContent = `Could not revoke ${name}: ${error.message}`;
+    }
+  });
+
+  if (!mint) return;
+  const form = mint.querySelector("[data-mint-form]");
+  const mintStatus = mint.querySelector("[data-mint-status]");
+  const result = mint.querySelector("[data-mint-result]");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = form.elements.name.value.trim();
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    result.hidden = true;
+    mintStatus.textContent = `Minting ${name}…`;
+    try {
+      const created = await api("POST", base, { name });
+      mint.querySelector("[data-mint-token]").textContent = created.token;
+      mint.querySelector("[data-mint-secret]").textContent = created.hmac_secret;
+      mint.querySelector("[data-mint-env]").textContent = [
+        `export Z4J_BRAIN_URL=${window.location.origin}`,
+        `export Z4J_TOKEN=${created.token}`,
+        `export Z4J_HMAC_SECRET=${created.hmac_secret}`,
+        `export Z4J_PROJECT_ID=${created.project}`,
+      ].join("\n");
+      result.hidden = false;
+      mintStatus.textContent = `Agent ${created.agent.name} minted.`;
+      const body = table.tBodies[0];
+      body.querySelector("tr.empty")?.remove();
+      const row = agentRow(created.agent, true);
+      const after = [...body.rows].find((r) => r.dataset.agent > created.agent.name);
+      body.insertBefore(row, after ?? null);
+      form.reset();
+    } catch (error) {
+      mintStatus.textContent = `Could not mint ${name || "the agent"}: ${error.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+const agentsTable = document.querySelector("table[data-agents]");
+if (agentsTable) agentsPage(agentsTable);
+
+function membersPage(root) {
+  const base = `/api/v1/projects/${encodeURIComponent(root.dataset.project)}`;
+  const status = root.querySelector("[data-members-status]");
+  const invitations = root.querySelector("table[data-invitation-table]");
+
+  for (const select of root.querySelectorAll("select[data-member-role]")) {
+    select.addEventListener("change", async () => {
+      const email = select.closest("tr").dataset.member;
+      const role = select.value;
+      select.disabled = true;
+      try {
+        const member = await api("PUT", `${base}/members/${encodeURIComponent(email)}`, { role });
+        select.dataset.current = member.role;
+        status.textContent = `${email} is now ${member.role}.`;
+      } catch (error) {
+        select.value = select.dataset.current;
+        status.textContent = `Could not make ${email} ${role}: ${error.message}`;
+      } finally {
+        select.disabled = false;
+      }
+    });
+  }
+
+  root.addEventListener("click", async (event) => {
+    const remove = event.target.closest("[data-remove-member]");
+    const revoke = event.target.closest("[data-revoke-invitation]");
+    if (remove) {
+      const email = remove.dataset.removeMember;
+      if (!window.confirm(`Remove ${email} from this project? Their account stays; they lose access to this project.`)) return;
+      remove.disabled = true;
+      try {
+        await api("DELETE", `${base}/members/${encodeURIComponent(email)}`);
+        remove.closest("tr").remove();
+        status.textContent = `${email} removed from the project.`;
+      } catch (error) {
+        remove.disabled = false;
+        status.textContent = `Could not remove ${email}: ${error.message}`;
+      }
+    } else if (revoke) {
+      const row = revoke.closest("tr");
+      const email = row.cells[0].textContent;
+      if (!window.confirm(`Revoke the invitation of ${email}? Its link stops working at once.`)) return;
+      revoke.disabled = true;
+      try {
+        const invitation = await api("DELETE", `${base}/invitations/${encodeURIComponent(revoke.dataset.revokeInvitation)}`);
+        row.querySelector("[data-invitation-status]").replaceChildren(
+          el("span", { class: "state state-revoked" }, invitation.status));
+        revoke.remove();
+        status.textContent = `The invitation of ${email} is revoked.`;
+      } catch (error) {
+        revoke.disabled = false;
+        status.textContent = `Could not revoke the invitation of ${email}: ${error.message}`;
+      }
+    }
+  });
+
+  const form = root.querySelector("[data-invite-form]");
+  const inviteStatus = root.querySelector("[data-invite-status]");
+  const result = root.querySelector("[data-invite-result]");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const email = form.elements.email.value.trim();
+    const body = { email, role: form.elements.role.value };
+    const days = form.elements.expires_in_days.value;
+    if (days) body.expires_in_days = Number(days);
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    result.hidden = true;
+    inviteStatus.textContent = `Inviting ${email}…`;
+    try {
+      const created = await api("POST", `${base}/invitations`, body);
+      const invitation = created.invitation;
+      root.querySelector("[data-invite-url]").textContent = created.url;
+      root.querySelector("[data-invite-email]").textContent = invitation.email;
+      root.querySelector("[data-invite-expires]").replaceChildren(shortTime(invitation.expires_at), " UTC");
+      result.hidden = false;
+      inviteStatus.textContent = `${invitation.email} is invited as ${invitation.role}.`;
+      const rows = invitations.tBodies[0];
+      rows.querySelector("tr.empty")?.remove();
+      rows.prepend(el("tr", { "data-invitation": String(invitation.id), class: "fresh" },
+        el("td", {}, invitation.email),
+        el("td", {}, invitation.role),
+        el("td", { "data-invitation-status": "" }, el("span", { class: "state state-pending" }, invitation.status)),
+        el("td", {}, shortTime(invitation.expires_at)),
+        el("td", {}, el("button", {
+          type: "button", class: "secondary small danger", "data-revoke-invitation": String(invitation.id),
+        }, "Revoke")),
+      ));
+      form.reset();
+    } catch (error) {
+      inviteStatus.textContent = `Could not invite ${email || "them"}: ${error.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+const membersRoot = document.querySelector("[data-members]");
+if (membersRoot) membersPage(membersRoot);
+// == end of pages_admin ==========================================================================
