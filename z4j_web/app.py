@@ -24,6 +24,7 @@ from z4j_web import (
     metrics,
     onboarding,
     pages_admin,
+    pages_ops,
 )
 from z4j_web.commands import Dispatcher
 from z4j_web.errors import register_error_handlers
@@ -149,6 +150,7 @@ def create_app(
     app.register_blueprint(onboarding.blueprint)
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(pages_admin.blueprint)
+    app.register_blueprint(pages_ops.blueprint)
     app.register_blueprint(gateway.blueprint)
     app.register_blueprint(live.blueprint)
     app.register_blueprint(metrics.blueprint)

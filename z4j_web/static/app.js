@@ -305,6 +305,101 @@ function bulk(section, table) {
 const bulkSection = document.querySelector("[data-bulk]");
 if (bulkSection && tasksTable) bulk(bulkSection, tasksTable);
 
+// -- queues page (pages_ops): purge a queue, confirming the depth its agent measured -----------
+// The first request sends no confirm_depth: the agent answers the queue's depth in the failed
+// command's result, which the user then confirms (or is asked again if it changed meanwhile).
+
+function purge(section) {
+  const project = section.dataset.project;
+  const confirmBox = section.querySelector("[data-purge-confirm]");
+  const question = section.querySelector("[data-purge-question]");
+  const status = section.querySelector("[data-purge-status]");
+  const go = section.querySelector("[data-purge-go]");
+  const starters = document.querySelectorAll("[data-purge-queue]");
+  let pending = null;
+
+  const show = (text, outcome) => {
+    status.textContent = text;
+    if (outcome) status.dataset.outcome = outcome;
+    else delete status.dataset.outcome;
+  };
+  const busy = (on) => {
+    for (const button of starters) button.disabled = on;
+    go.disabled = on;
+  };
+  const messages = (n) => `${n} message${n === 1 ? "" : "s"}`;
+
+  async function send(queue, depth) {
+    const path = `/api/v1/projects/${encodeURIComponent(project)}/queues/${encodeURIComponent(queue)}/purge`;
+    const issued = await api("POST", path, depth === null ? {} : { confirm_depth: depth });
+    return waitForCommand(project, issued.id, (text) => show(text));
+  }
+
+  function offer(queue, depth, changed) {
+    if (depth === 0) {
+      show(`Queue ${queue} is empty: nothing to purge.`, "empty");
+      return;
+    }
+    pending = { queue, depth };
+    const before = changed ? "The depth changed meanwhile: " : "";
+    question.textContent = `${before}queue ${queue} holds ${messages(depth)}; purge them?`;
+    question.dataset.depth = String(depth);
+    show("");
+    confirmBox.hidden = false;
+    go.focus();
+  }
+
+  for (const button of starters) {
+    button.addEventListener("click", async () => {
+      const queue = button.dataset.purgeQueue;
+      confirmBox.hidden = true;
+      pending = null;
+      busy(true);
+      show(`Asking an agent how many messages queue ${queue} holds…`);
+      try {
+        const done = await send(queue, null);
+        if (Number.isInteger(done.result?.depth) && done.status === "failed") offer(queue, done.result.depth, false);
+        else show(`Could not measure queue ${queue}: ${done.status}: ${done.error ?? "no reason given"}`, done.status);
+      } catch (error) {
+        show(`Could not measure queue ${queue}: ${error.message}`, "error");
+      } finally {
+        busy(false);
+      }
+    });
+  }
+  section.querySelector("[data-purge-abort]").addEventListener("click", () => {
+    confirmBox.hidden = true;
+    pending = null;
+    show("Nothing was purged.");
+  });
+  go.addEventListener("click", async () => {
+    if (pending === null) return;
+    const { queue, depth } = pending;
+    confirmBox.hidden = true;
+    pending = null;
+    busy(true);
+    show(`Purging queue ${queue}…`);
+    try {
+      const done = await send(queue, depth);
+      const result = done.result ?? {};
+      if (done.status === "succeeded") {
+        show(`Purged queue ${queue}: ${messages(result.purged ?? depth)} deleted.`, "succeeded");
+      } else if (done.status === "failed" && Number.isInteger(result.depth)) {
+        offer(queue, result.depth, true);
+      } else {
+        show(`Purge of queue ${queue} ${done.status}: ${done.error ?? "no reason given"}`, done.status);
+      }
+    } catch (error) {
+      show(`Purge of queue ${queue} failed: ${error.message}`, "error");
+    } finally {
+      busy(false);
+    }
+  });
+}
+
+const purgeSection = document.querySelector("[data-purge]");
+if (purgeSection) purge(purgeSection);
+
 // == pages_admin: agents, members and invitations ==================================================
 // (the agents and members pages; every change through the JSON API, errors shown in words)
 
