@@ -69,6 +69,7 @@ from z4j_domain.projects import Project
 from z4j_domain.queries import TaskCursor, TaskFilter, TaskQuery
 from z4j_domain.tasks import Task
 from z4j_infra.errors import StorageError
+from z4j_web import reconciler
 from z4j_web.auditing import Actor, Change, audited
 
 __all__ = [
@@ -102,13 +103,8 @@ _AUDIT_ACTIONS: Final = {
 _BULK: Final = frozenset({CommandKind.BULK_RETRY, CommandKind.BULK_CANCEL})
 
 
-class AgentLink(Protocol):
-    """A connected agent that can be sent commands."""
-
-    @property
-    def project_id(self) -> int:
-        """The project the agent belongs to."""
-        ...
+class AgentLink(reconciler.AgentLink, Protocol):
+    """A connected agent that can be sent commands, by name and with what it can run."""
 
     @property
     def agent_name(self) -> str:
@@ -118,10 +114,6 @@ class AgentLink(Protocol):
     @property
     def capabilities(self) -> frozenset[str]:
         """The actions the agent said it can run (``retry``, ``cancel``, ``purge``)."""
-        ...
-
-    def send_command(self, body: Mapping[str, Any]) -> bool:
-        """Queue a ``command`` frame; ``False`` if the connection is closing or full."""
         ...
 
 
