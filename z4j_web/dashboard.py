@@ -59,9 +59,9 @@ class _Page:
         self.access = access
         self.csrf_token = accounts.csrf_token(current_runtime().csrf_key, token)
 
-    def can(self, permission: Permission) -> bool:
-        """Whether the caller may do ``permission`` in the page's project."""
-        return self.access is not None and self.access.grant.allows(permission)
+    def can(self, permission: Permission | str) -> bool:
+        """Whether the caller may do ``permission`` (or its name) in the page's project."""
+        return self.access is not None and self.access.grant.allows(Permission(permission))
 
 
 def _login_redirect() -> Response:

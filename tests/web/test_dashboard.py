@@ -193,3 +193,21 @@ async def test_bulk_actions_are_offered_to_those_who_may_use_them(
     client.cookie_jar.clear()  # type: ignore[attr-defined]
     await log_in(client, "viewer@example.com", PASSWORD)
     assert "data-bulk" not in await text(await client.get(f"{TASKS}?state=failed"))
+
+
+async def test_the_navigation_shows_the_pages_the_role_may_open(
+    client: Client, seeded: Seeded, backend: Backend, clock: FakeClock
+) -> None:
+    """An admin sees Members and the Audit log in the navigation; a viewer does not."""
+    await log_in(client)
+    admin = await text(await client.get(TASKS))
+    assert 'href="/projects/default/members"' in admin
+    assert 'href="/projects/default/audit"' in admin
+    await add_user(backend, clock, "viewer@example.com", Role.VIEWER)
+    client.cookie_jar.clear()  # type: ignore[attr-defined]
+    await log_in(client, "viewer@example.com", PASSWORD)
+    viewer = await text(await client.get(TASKS))
+    assert 'href="/projects/default/tasks"' in viewer
+    assert 'href="/projects/default/agents"' in viewer
+    assert 'href="/projects/default/members"' not in viewer
+    assert 'href="/projects/default/audit"' not in viewer
