@@ -78,6 +78,10 @@ class TaskRepository(Protocol):
         """The task, or ``None``."""
         ...
 
+    async def get_many(self, project_id: int, task_ids: Sequence[str]) -> Sequence[Task]:
+        """The tasks with these ids that exist, in no particular order (one read)."""
+        ...
+
     async def list(self, project_id: int, query: TaskQuery) -> TaskPage:
         """One page of tasks matching the query, newest first."""
         ...

@@ -145,6 +145,10 @@ class InMemoryTaskRepository(_Repository):
     async def get(self, project_id: int, task_id: str) -> Task | None:
         return self._state.tasks.get((project_id, task_id))
 
+    async def get_many(self, project_id: int, task_ids: Sequence[str]) -> Sequence[Task]:
+        found = (self._state.tasks.get((project_id, task_id)) for task_id in set(task_ids))
+        return [task for task in found if task is not None]
+
     async def list(self, project_id: int, query: TaskQuery) -> TaskPage:
         selected = [
             task

@@ -185,6 +185,17 @@ class SqlTaskRepository:
         row = result.first()
         return None if row is None else row_to_task(row)
 
+    async def get_many(self, project_id: int, task_ids: Sequence[str]) -> Sequence[Task]:
+        """The tasks with these ids that exist (one query by primary key)."""
+        if not task_ids:
+            return []
+        result = await self._uow.execute(
+            sa.select(tasks).where(
+                tasks.c.project_id == project_id, tasks.c.id.in_(sorted(set(task_ids)))
+            )
+        )
+        return [row_to_task(row) for row in result]
+
     async def list(self, project_id: int, query: TaskQuery) -> TaskPage:
         """One page of matching tasks, newest first by ``(first_seen_at, id)``."""
         statement = (

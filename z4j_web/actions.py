@@ -191,9 +191,11 @@ async def _bulk(
             )
         params.update(ids=ids, total=len(ids))
         if body.get("dry_run"):
+            first = ids[:DRY_RUN_SAMPLE]
             async with runtime.uow() as uow:
-                found = [await uow.tasks.get(project.id, i) for i in ids[:DRY_RUN_SAMPLE]]
-            return _dry_run(len(ids), False, cap, [t for t in found if t is not None]), 200, {}
+                found = {t.id: t for t in await uow.tasks.get_many(project.id, first)}
+            listed = [found[i] for i in first if i in found]
+            return _dry_run(len(ids), False, cap, listed), 200, {}
     else:
         task_filter = TaskFilter.from_params(body["filter"])
         until = runtime.clock.now()

@@ -15,6 +15,7 @@ from werkzeug.datastructures import MultiDict
 
 from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import InvalidInput
+from z4j_domain.projects import Project
 from z4j_domain.queries import TaskQuery
 from z4j_domain.rbac import Permission
 from z4j_domain.redaction import RedactionSettings
@@ -30,7 +31,7 @@ from z4j_web import services
 from z4j_web.auth import current_access, current_change, require
 from z4j_web.runtime import current_runtime
 
-__all__ = ["agent_to_dict", "blueprint", "task_query_params"]
+__all__ = ["agent_to_dict", "blueprint", "task_query_params", "workers_of"]
 
 _log = logging.getLogger("z4j.api")
 
@@ -117,15 +118,20 @@ async def get_task_canvas(project: str, task_id: str) -> dict[str, Any]:
 @require(Permission.READ_TASKS)
 async def list_workers(project: str) -> dict[str, Any]:
     """The project's workers, by hostname: online or offline, and when each was last heard from."""
+    return {"items": await workers_of(current_access().project)}
+
+
+async def workers_of(project: Project) -> list[dict[str, Any]]:
+    """The project's workers as the API (and the workers page) shows them, status as of now."""
     runtime = current_runtime()
     workers = await services.list_workers(
         runtime.uow,
-        current_access().project,
+        project,
         now=runtime.clock.now(),
         policy=runtime.settings.reconcile,
         listening_since=runtime.reconciler.listening_since,
     )
-    return {"items": [_worker_to_dict(worker) for worker in workers]}
+    return [_worker_to_dict(worker) for worker in workers]
 
 
 def _worker_to_dict(worker: Worker) -> dict[str, Any]:

@@ -104,12 +104,7 @@ _BULK: Final = frozenset({CommandKind.BULK_RETRY, CommandKind.BULK_CANCEL})
 
 
 class AgentLink(reconciler.AgentLink, Protocol):
-    """A connected agent that can be sent commands, by name and with what it can run."""
-
-    @property
-    def agent_name(self) -> str:
-        """The agent's name as minted."""
-        ...
+    """A connected agent that can be sent commands, and what it can run."""
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -532,18 +527,20 @@ class Dispatcher:
             for start in range(0, len(ids), MAX_PART_ITEMS):
                 chunk = ids[start : start + MAX_PART_ITEMS]
                 async with self._runtime.uow() as uow:
-                    found = [await uow.tasks.get(command.project_id, task_id) for task_id in chunk]
-                tasks = [task for task in found if task is not None]
+                    found = {
+                        task.id: task
+                        for task in await uow.tasks.get_many(command.project_id, chunk)
+                    }
                 missing = [
                     ItemReport(
                         task_id=task_id,
                         outcome=ItemOutcome.REFUSED,
                         reason="no task with this id in the project",
                     )
-                    for task_id, task in zip(chunk, found, strict=True)
-                    if task is None
+                    for task_id in chunk
+                    if task_id not in found
                 ]
-                yield tasks, missing
+                yield [found[task_id] for task_id in chunk if task_id in found], missing
             return
         task_filter = bounded(
             TaskFilter.from_params(params.get("filter") or {}),

@@ -39,7 +39,7 @@ from z4j_web.auth import (
 from z4j_web.errors import AuthenticationFailed, CsrfRejected, TooManyRequests
 from z4j_web.runtime import current_runtime
 
-__all__ = ["blueprint", "current_page", "page", "render"]
+__all__ = ["blueprint", "current_page", "page", "page_url", "render"]
 
 P = ParamSpec("P")
 
@@ -118,6 +118,12 @@ async def render(template: str, status: int = 200, **context: Any) -> Any:
         projects = [project for project, _ in visible]
     body = await render_template(template, page=current, projects=projects, **context)
     return body, status, _NO_STORE
+
+
+def page_url(param: str, value: str) -> str:
+    """This page's query string with ``param`` set to ``value`` (the next page's link)."""
+    kept = [(key, item) for key, item in request.args.items(multi=True) if key != param]
+    return "?" + urlencode([*kept, (param, value)])
 
 
 def _safe_next(target: str | None) -> str:
@@ -219,8 +225,7 @@ async def tasks_page(project: str) -> Any:
     filters = {key: value for key, value in params.items() if key not in ("cursor", "limit")}
     next_url = None
     if listed.next_cursor is not None:
-        kept = [(k, v) for k, v in args.items(multi=True) if k != "cursor"]
-        next_url = "?" + urlencode([*kept, ("cursor", listed.next_cursor.encode())])
+        next_url = page_url("cursor", listed.next_cursor.encode())
     return await render(
         "tasks.html",
         400 if error else 200,

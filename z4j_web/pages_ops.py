@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 from typing import Any, Final
-from urllib.parse import urlencode
 
 from quart import Blueprint, request
 
 from z4j_domain.audit import AuditQuery, Verification
-from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import InvalidInput
 from z4j_domain.rbac import Permission
-from z4j_domain.serialization import worker_to_dict
 from z4j_web import auditing, services
 from z4j_web.account import audit_page_to_dict
-from z4j_web.dashboard import STATES, current_page, page, render
+from z4j_web.api import workers_of
+from z4j_web.dashboard import STATES, current_page, page, page_url, render
 from z4j_web.runtime import current_runtime
 
 __all__ = ["blueprint"]
@@ -37,21 +35,9 @@ AUDIT_PAGE: Final = 100
 @page(Permission.READ_TASKS)
 async def workers_page(project: str) -> Any:
     """The project's workers: online or offline (as the reconciler sees them now), and counts."""
-    runtime = current_runtime()
     access = current_page().access
     assert access is not None
-    workers = await services.list_workers(
-        runtime.uow,
-        access.project,
-        now=runtime.clock.now(),
-        policy=runtime.settings.reconcile,
-        listening_since=runtime.reconciler.listening_since,
-    )
-    shown = []
-    for worker in workers:
-        row = worker_to_dict(worker)
-        row["last_seen_at"] = utc_isoformat(worker.last_heartbeat_at or worker.first_seen_at)
-        shown.append(row)
+    shown = await workers_of(access.project)
     online = sum(1 for row in shown if row["status"] == "online")
     return await render("workers.html", project=access.project, workers=shown, online=online)
 
@@ -100,8 +86,7 @@ async def audit_page(project: str) -> Any:
     filters = {key: args.get(key, "") for key in AUDIT_FILTERS}
     older_url = None
     if shown["next_before"] is not None:
-        kept = [(key, value) for key, value in args.items() if key != "before"]
-        older_url = "?" + urlencode([*kept, ("before", str(shown["next_before"]))])
+        older_url = page_url("before", str(shown["next_before"]))
     # Verification reads the whole chain: only an instance admin's first page pays for it.
     verification: Verification | None = None
     may_verify = current.principal.instance_admin

@@ -336,6 +336,25 @@ async def test_get_unknown_task(uow_factory: UnitOfWorkFactory) -> None:
         assert await uow.tasks.get(project, "nope") is None
 
 
+async def test_get_many_reads_the_tasks_that_exist(uow_factory: UnitOfWorkFactory) -> None:
+    """Several ids at once: the stored tasks of this project, each once; unknown ids left out."""
+    project = await new_project(uow_factory)
+    other = await new_project(uow_factory)
+    events = _catalogue()
+    await apply(uow_factory, project, events)
+    await apply(uow_factory, other, events)
+    expected = expected_tasks(events)
+    wanted = sorted(expected)[:3]
+    async with uow_factory() as uow:
+        found = await uow.tasks.get_many(project, [*wanted, wanted[0], "nope"])
+        assert await uow.tasks.get_many(project, []) == []
+        assert await uow.tasks.get_many(project, ["nope"]) == []
+    assert sorted(task.id for task in found) == wanted
+    async with uow_factory() as uow:
+        for task in found:
+            assert task == await uow.tasks.get(project, task.id)
+
+
 _TASK_IDS = ("t1", "t2", "t3")
 
 

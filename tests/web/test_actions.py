@@ -461,6 +461,12 @@ async def test_bulk_cancel_by_ids_skips_ended_and_unknown_tasks_with_reasons(
     client: Client, minted: Any, agent: FakeAgent, seeded: Seeded
 ) -> None:
     """Only the running t-03 is sent; the finished and the unknown are refused by the brain."""
+    status, dry, _ = await post(
+        client, seeded.key, "/tasks/bulk-cancel", {"ids": ["nope", "t-03", "t-00"], "dry_run": True}
+    )
+    assert status == 200, dry
+    assert dry["count"] == 3
+    assert [t["id"] for t in dry["sample"]] == ["t-03", "t-00"]  # in the order sent, known only
     status, command, _ = await post(
         client, seeded.key, "/tasks/bulk-cancel", {"ids": ["t-00", "t-03", "nope", "t-03"]}
     )
