@@ -69,6 +69,8 @@ async def audit_page(project: str) -> Any:
     assert access is not None
     runtime = current_runtime()
     args = request.args.to_dict()
+    # Verifying reads the whole chain (a million entries take a minute or two): only when asked.
+    asked_to_verify = args.pop("verify", None) == "1"
     error = None
     try:
         query = AuditQuery.from_params(
@@ -87,10 +89,9 @@ async def audit_page(project: str) -> Any:
     older_url = None
     if shown["next_before"] is not None:
         older_url = page_url("before", str(shown["next_before"]))
-    # Verification reads the whole chain: only an instance admin's first page pays for it.
     verification: Verification | None = None
     may_verify = current.principal.instance_admin
-    if may_verify and query.before is None:
+    if may_verify and asked_to_verify:
         verification = await auditing.verify(runtime.uow, runtime.audit_key)
     return await render(
         "audit.html",
@@ -100,6 +101,7 @@ async def audit_page(project: str) -> Any:
         filters=filters,
         older_url=older_url,
         paged=query.before is not None,
+        verify_url=page_url("verify", "1"),
         error=error,
         may_verify=may_verify,
         verification=verification,

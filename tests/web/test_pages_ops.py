@@ -185,7 +185,10 @@ async def test_the_audit_page_lists_the_projects_entries_newest_first_and_verifi
     await append(backend, clock, seeded.project_id, "task.retry.requested", "task.retry.succeeded")
     await append(backend, clock, None, "instance.thing")
     await log_in(client)
-    response = await client.get(f"{P}/audit")
+    unchecked = await text(await client.get(f"{P}/audit"))
+    assert 'data-chain-status="not-run"' in unchecked
+    assert "Chain verified" not in unchecked
+    response = await client.get(f"{P}/audit?verify=1")
     assert response.status_code == 200
     html = await text(response)
     shown = entries(html)
@@ -232,7 +235,7 @@ async def test_the_audit_filters_are_the_url_and_older_pages_keep_them(
     second = await text(await client.get(f"{P}/audit{query}"))
     assert [a for _, a in entries(second)] == ["task.retry.requested"]
     assert "Older entries" not in second
-    assert 'data-chain-status="first-page"' in second
+    assert 'data-chain-status="not-run"' in second
 
 
 async def test_a_bad_audit_filter_is_shown_in_words(client: Client, seeded: Seeded) -> None:
@@ -257,7 +260,7 @@ async def test_a_broken_chain_is_shown_with_its_first_bad_entry(
             0
         ]
     await backend.set_audit_head(ChainHead.signed(AUDIT_KEY, earlier.seq, earlier.mac))
-    html = await text(await client.get(f"{P}/audit"))
+    html = await text(await client.get(f"{P}/audit?verify=1"))
     assert 'data-chain-status="broken"' in html
     assert f"Chain broken at entry {earlier.seq + 1}:" in html
     assert "beyond the chain&#39;s head" in html
@@ -276,7 +279,7 @@ async def test_the_audit_page_is_for_auditors_and_admins_and_verifies_for_instan
         assert "audit.read" in await text(refused)
     await add_user(backend, clock, "auditor@example.com", Role.AUDITOR)
     await relog(client, "auditor@example.com", PASSWORD)
-    response = await client.get(f"{P}/audit")
+    response = await client.get(f"{P}/audit?verify=1")
     assert response.status_code == 200
     html = await text(response)
     assert any(a == "task.retry.requested" for _, a in entries(html))
