@@ -157,6 +157,24 @@ def request(
         return error.code, error.read().decode()
 
 
+def call_json(
+    url: str, key: str, method: str = "GET", body: Any = None, **headers: str
+) -> tuple[int, Any]:
+    """``method url`` with a JSON body and ``Authorization: Bearer <key>``; status and JSON answer
+    (for errors too)."""
+    request = urllib.request.Request(  # noqa: S310 - local test servers only
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json", **headers},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
 def get_json(url: str, key: str) -> tuple[int, Any]:
     """GET ``url`` with ``Authorization: Bearer <key>``; the status and the decoded JSON body."""
     status, body = request(url, headers={"Authorization": f"Bearer {key}"})

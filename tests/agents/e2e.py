@@ -29,6 +29,7 @@ import pytest
 from tests.conftest import fresh_postgres_database
 from tests.serving import (
     Server,
+    call_json,
     clean_environment,
     free_port,
     get_json,
@@ -131,6 +132,30 @@ class Brain:
     def get(self, path: str) -> tuple[int, Any]:
         """``GET /api/v1/projects/default/<path>`` with the API key."""
         return get_json(f"{self.url}/api/v1/projects/default/{path}", self.key)
+
+    def call(
+        self, method: str, path: str, body: Any = None, *, key: str | None = None, **headers: str
+    ) -> tuple[int, Any]:
+        """``method <path>`` (from ``/api/...``) with the API key (or ``key``); status and JSON."""
+        return call_json(f"{self.url}{path}", key or self.key, method, body, **headers)
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        """Like :meth:`call`, for a request that must succeed; the JSON answer."""
+        status, answer = self.call(method, path, body)
+        assert 200 <= status < 300, (method, path, status, answer)
+        return answer
+
+    def wait_command(self, command_id: str, timeout: float = 60) -> dict[str, Any]:
+        """The default project's command once it is finished (succeeded, failed, timed out)."""
+        seen: dict[str, Any] = {}
+
+        def finished() -> bool:
+            nonlocal seen
+            seen = self.api("GET", f"/api/v1/projects/default/commands/{command_id}")
+            return seen["status"] in ("succeeded", "failed", "timed_out")
+
+        assert wait_until(finished, timeout, every=0.1), seen
+        return seen
 
     def task(self, task_id: str) -> dict[str, Any] | None:
         """The task with its ``events``, or ``None`` while the brain does not know it."""

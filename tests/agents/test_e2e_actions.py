@@ -14,10 +14,7 @@ either of them, and both read the same result backend.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -119,37 +116,8 @@ def call(
     key: str | None = None,
     **headers: str,
 ) -> tuple[int, Any]:
-    """``method /api/v1/projects/default/<path>`` with a JSON body; status and JSON answer."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(  # noqa: S310 - the local test brain
-        f"{brain.url}/api/v1/projects/default/{path}",
-        data=data,
-        method=method,
-        headers={
-            "Authorization": f"Bearer {key or brain.key}",
-            "Content-Type": "application/json",
-            **headers,
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def wait_command(brain: Brain, command_id: str, timeout: float = 60) -> dict[str, Any]:
-    """The command once it is finished (succeeded, failed, timed out)."""
-    seen: dict[str, Any] = {}
-
-    def finished() -> bool:
-        nonlocal seen
-        status, seen = call(brain, "GET", f"commands/{command_id}")
-        assert status == 200, seen
-        return seen["status"] in ("succeeded", "failed", "timed_out")
-
-    assert wait_until(finished, timeout, every=0.1), seen
-    return seen
+    """``method /api/v1/projects/default/<path>``; status and JSON answer."""
+    return brain.call(method, f"/api/v1/projects/default/{path}", body, key=key, **headers)
 
 
 def failed_task(brain: Brain, result: Any) -> dict[str, Any]:
@@ -185,7 +153,7 @@ def test_a_retried_failed_task_runs_again_and_succeeds_linked_to_the_original(
     key = f"fails-first:{uuid.uuid4().hex}"
     original = failed_task(brain, e2e_app.fails_first.apply_async((key,), queue=EXTENDED))
     command = retry(brain, original["id"])
-    done = wait_command(brain, command["id"])
+    done = brain.wait_command(command["id"])
     assert done["status"] == "succeeded", done
     new_id = done["result"]["new_task_id"]
     assert done["result"]["outcome"] == "published"
@@ -219,7 +187,7 @@ def test_a_retry_of_a_redacted_password_recovers_it_only_from_extended_results(
     assert original["kwargs"]["password"] == REDACTED
     assert original["arguments_redacted"] is True
     command = retry(brain, original["id"])
-    done = wait_command(brain, command["id"])
+    done = brain.wait_command(command["id"])
     if extended:
         assert done["status"] == "succeeded", done
         retried = brain.wait_task(done["result"]["new_task_id"], "succeeded", "succeeded")
@@ -254,7 +222,7 @@ def test_cancel_of_a_queued_task_keeps_it_from_running(
     )
     status, command = call(brain, "POST", f"tasks/{waiting.id}/cancel")
     assert status == 202, command
-    done = wait_command(brain, command["id"])
+    done = brain.wait_command(command["id"])
     assert done["status"] == "succeeded", done
     assert done["result"] == {"task_id": waiting.id, "outcome": "revoked"}
     release(gate, 2)
@@ -282,7 +250,7 @@ def test_terminate_stops_a_running_task(
     began = time.monotonic()
     status, command = call(brain, "POST", f"tasks/{running.id}/cancel", {"terminate": True})
     assert status == 202, command
-    done = wait_command(brain, command["id"])
+    done = brain.wait_command(command["id"])
     assert done["result"] == {"task_id": running.id, "outcome": "terminated"}
     task = brain.wait_task(running.id, "revoked", "revoked", timeout=30)
     assert time.monotonic() - began < 60
@@ -312,7 +280,7 @@ def test_a_command_for_an_offline_agent_runs_after_it_reconnects(
     for queue in (EXTENDED, PLAIN):
         environment = {"Z4J_E2E_RESULT_EXTENDED": "1"} if queue == EXTENDED else {}
         workers[queue] = start_worker(brain, agent, tmp_path_factory, queue, **environment)
-    done = wait_command(brain, command["id"])
+    done = brain.wait_command(command["id"])
     assert done["status"] == "succeeded", done
     brain.wait_task(done["result"]["new_task_id"], "succeeded", "succeeded")
     assert counter(key) == 2
@@ -332,7 +300,7 @@ def test_the_same_idempotency_key_runs_the_retry_once(
         assert status == 202, command
         ids.add(command["id"])
     assert len(ids) == 1
-    done = wait_command(brain, ids.pop())
+    done = brain.wait_command(ids.pop())
     brain.wait_task(done["result"]["new_task_id"], "succeeded", "succeeded")
     time.sleep(1)
     assert counter(key) == 2
@@ -344,8 +312,8 @@ def test_a_viewers_retry_is_refused_and_runs_nothing(
 ) -> None:
     """A member with the viewer role gets 403; no command is stored, nothing runs."""
     email = f"viewer-{uuid.uuid4().hex[:8]}@example.com"
-    status, created = call_instance(
-        brain, "POST", "users", {"email": email, "password": "a viewer's password"}
+    status, created = brain.call(
+        "POST", "/api/v1/users", {"email": email, "password": "a viewer's password"}
     )
     assert status == 201, created
     status, member = call(brain, "PUT", f"members/{email}", {"role": "viewer"})
@@ -360,21 +328,6 @@ def test_a_viewers_retry_is_refused_and_runs_nothing(
     assert after["items"] == before["items"]
     time.sleep(1)
     assert counter(key) == 1
-
-
-def call_instance(brain: Brain, method: str, path: str, body: Any) -> tuple[int, Any]:
-    """An instance-level API call (``/api/v1/<path>``) as the admin."""
-    request = urllib.request.Request(  # noqa: S310 - the local test brain
-        f"{brain.url}/api/v1/{path}",
-        data=json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {brain.key}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_bulk_retry_of_a_thousand_failed_tasks_runs_each_exactly_once(
@@ -398,7 +351,7 @@ def test_bulk_retry_of_a_thousand_failed_tasks_runs_each_exactly_once(
     assert (dry["capped"], len(dry["sample"])) == (False, 20)
     status, command = call(brain, "POST", "tasks/bulk-retry", selection)
     assert status == 202, command
-    done = wait_command(brain, command["id"], timeout=180)
+    done = brain.wait_command(command["id"], timeout=180)
     assert done["status"] == "succeeded", done
     assert done["result"] == {
         "total": 1000,

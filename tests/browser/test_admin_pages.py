@@ -7,9 +7,7 @@ login page in a fresh browser context.
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 from typing import Any, Final
 
 import pytest
@@ -24,18 +22,6 @@ INVITED: Final = "invited-viewer@example.com"
 INVITED_PASSWORD: Final = "an invited viewer's long password"
 #: The queue of the worker started with the credentials minted in the browser.
 MINTED_QUEUE: Final = "e2e-admin-pages"
-
-
-def api(brain: Brain, method: str, path: str, body: Any) -> Any:
-    """Call the brain's API with its key; the JSON answer."""
-    request = urllib.request.Request(  # noqa: S310 - the local test brain
-        f"{brain.url}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {brain.key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return json.loads(response.read())
 
 
 def test_minting_an_agent_shows_its_credentials_once_and_they_connect_a_worker(
@@ -196,12 +182,9 @@ def test_roles_removals_and_revocations_from_the_members_page_and_refusals_in_wo
     """A role changed in place; the last admin's demotion refused in words and the select put
     back; a member removed and an invitation revoked, each after a confirmation."""
     for email, role in (("ops@example.com", "operator"), ("lead@example.com", "admin")):
-        api(
-            dashboard_brain, "POST", "/api/v1/users", {"email": email, "password": INVITED_PASSWORD}
-        )
-        api(dashboard_brain, "PUT", f"/api/v1/projects/default/members/{email}", {"role": role})
-    api(
-        dashboard_brain,
+        dashboard_brain.api("POST", "/api/v1/users", {"email": email, "password": INVITED_PASSWORD})
+        dashboard_brain.api("PUT", f"/api/v1/projects/default/members/{email}", {"role": role})
+    dashboard_brain.api(
         "POST",
         "/api/v1/projects/default/invitations",
         {"email": "later@example.com", "role": "operator"},
@@ -226,9 +209,9 @@ def test_roles_removals_and_revocations_from_the_members_page_and_refusals_in_wo
     later.get_by_role("button", name="Revoke").click()
     expect(later.locator("[data-invitation-status]")).to_have_text("revoked")
 
-    members = api(dashboard_brain, "GET", "/api/v1/projects/default/members", None)
+    members = dashboard_brain.api("GET", "/api/v1/projects/default/members", None)
     roles = {m["email"]: m["role"] for m in members["items"]}
     roles.pop(INVITED, None)  # the invitation test's viewer, when it ran first
     assert roles == {"lead@example.com": "admin"}
-    invitations = api(dashboard_brain, "GET", "/api/v1/projects/default/invitations", None)
+    invitations = dashboard_brain.api("GET", "/api/v1/projects/default/invitations", None)
     assert {i["email"]: i["status"] for i in invitations["items"]}["later@example.com"] == "revoked"

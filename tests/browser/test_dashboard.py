@@ -7,9 +7,7 @@ login page in a fresh browser context.
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 import uuid
 from typing import Any, Final
 
@@ -23,17 +21,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 VIEWER: Final = "viewer@example.com"
 VIEWER_PASSWORD: Final = "a viewer's long password"
-
-
-def api(brain: Brain, method: str, path: str, body: Any) -> Any:
-    request = urllib.request.Request(  # noqa: S310 - the local test brain
-        f"{brain.url}{path}",
-        data=json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {brain.key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return json.loads(response.read())
 
 
 def row(page: Page, task_id: str) -> Any:
@@ -91,8 +78,8 @@ def test_a_viewer_sees_the_task_but_no_retry_button(
     page: Page, dashboard_brain: Brain, worker: Worker, e2e_app: Any
 ) -> None:
     """A member with the viewer role reads a failed task; the page says why there is no Retry."""
-    api(dashboard_brain, "POST", "/api/v1/users", {"email": VIEWER, "password": VIEWER_PASSWORD})
-    api(dashboard_brain, "PUT", f"/api/v1/projects/default/members/{VIEWER}", {"role": "viewer"})
+    dashboard_brain.api("POST", "/api/v1/users", {"email": VIEWER, "password": VIEWER_PASSWORD})
+    dashboard_brain.api("PUT", f"/api/v1/projects/default/members/{VIEWER}", {"role": "viewer"})
     failed = e2e_app.fail.apply_async(("viewer boom",), queue=QUEUE)
     dashboard_brain.wait_task(failed.id, "failed", "failed")
     log_in(page, dashboard_brain, VIEWER, VIEWER_PASSWORD)

@@ -6,46 +6,19 @@ worker with the agent on :data:`~tests.browser.conftest.QUEUE` serve the module.
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.request
 import uuid
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.agents.e2e import ADMIN_EMAIL, Brain, Worker, wait_until
+from tests.agents.e2e import ADMIN_EMAIL, Brain, Worker
 from tests.browser.conftest import QUEUE, Screenshot, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 P = "/api/v1/projects/default"
-
-
-def api(brain: Brain, method: str, path: str, body: Any = None) -> Any:
-    """A request to the brain's API with the admin's key; the JSON answer."""
-    request = urllib.request.Request(  # noqa: S310 - the local test brain
-        f"{brain.url}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {brain.key}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return json.loads(response.read())
-
-
-def finished(brain: Brain, command_id: str) -> dict[str, Any]:
-    """Poll the command until it ends; return it."""
-    seen: dict[str, Any] = {}
-
-    def done() -> bool:
-        nonlocal seen
-        seen = api(brain, "GET", f"{P}/commands/{command_id}")
-        return seen["status"] in ("succeeded", "failed", "timed_out")
-
-    assert wait_until(done, 60, every=0.2), seen
-    return seen
 
 
 def test_the_workers_page_lists_the_real_worker_online(
@@ -71,7 +44,7 @@ def test_the_queues_page_counts_the_workers_queue_and_links_to_its_tasks(
     result = e2e_app.add.apply_async((2, 3), queue=QUEUE)
     assert result.get(timeout=30) == 5
     dashboard_brain.wait_task(result.id, "succeeded", "succeeded")
-    counts = {q["queue"]: q["counts"] for q in api(dashboard_brain, "GET", f"{P}/queues")["items"]}
+    counts = {q["queue"]: q["counts"] for q in dashboard_brain.api("GET", f"{P}/queues")["items"]}
     log_in(page, dashboard_brain)
     page.goto(f"{dashboard_brain.url}/projects/default/queues")
     succeeded = page.locator(f'tr[data-queue="{QUEUE}"] td[data-state="succeeded"]')
@@ -90,8 +63,8 @@ def test_purging_a_queue_from_the_page_confirms_the_depth_the_agent_measured(
     parked = f"e2e-parked-{uuid.uuid4().hex[:8]}"
     failed = e2e_app.fail.apply_async(("parked",), queue=QUEUE)
     dashboard_brain.wait_task(failed.id, "failed", "failed")
-    issued = api(dashboard_brain, "POST", f"{P}/tasks/{failed.id}/retry", {"queue": parked})
-    new_id = finished(dashboard_brain, issued["id"])["result"]["new_task_id"]
+    issued = dashboard_brain.api("POST", f"{P}/tasks/{failed.id}/retry", {"queue": parked})
+    new_id = dashboard_brain.wait_command(issued["id"])["result"]["new_task_id"]
     dashboard_brain.wait_task(new_id, "pending", "sent")
     log_in(page, dashboard_brain)
     page.goto(f"{dashboard_brain.url}/projects/default/queues")
@@ -114,8 +87,8 @@ def test_the_audit_log_lists_the_retry_with_who_asked_and_the_chain_verified(
     """A retry through the API: its request and its success are in the log, by the admin."""
     original = e2e_app.fails_first.apply_async((f"audit:{uuid.uuid4().hex}",), queue=QUEUE)
     dashboard_brain.wait_task(original.id, "failed", "failed")
-    issued = api(dashboard_brain, "POST", f"{P}/tasks/{original.id}/retry", {})
-    done = finished(dashboard_brain, issued["id"])
+    issued = dashboard_brain.api("POST", f"{P}/tasks/{original.id}/retry", {})
+    done = dashboard_brain.wait_command(issued["id"])
     assert done["status"] == "succeeded", done
     dashboard_brain.wait_task(done["result"]["new_task_id"], "succeeded", "succeeded")
     log_in(page, dashboard_brain)
