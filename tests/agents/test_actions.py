@@ -449,11 +449,23 @@ def purge(executor: Executor, queue: str, confirm: int | None = None) -> dict[st
     return executor.run(part("purge", queue=queue, confirm_depth=confirm)).body()
 
 
+def broker_depth(client: Celery, queue: str) -> int:
+    """Messages ready in ``queue``, as the broker counts them."""
+    with client.connection_for_write() as connection:
+        channel = connection.channel()
+        try:
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+        finally:
+            channel.close()
+
+
 def test_a_purge_needs_the_current_depth_confirmed(purge_client: Celery, idle_queue: str) -> None:
     """Without the depth, or with another one, nothing is purged; with it the queue is emptied."""
     executor = Executor(purge_client)
     for n in range(3):
         purge_client.send_task(WHOAMI, (n,), queue=idle_queue)
+    # AMQP publishes without waiting for the broker to enqueue: let the three arrive first.
+    assert wait_until(lambda: broker_depth(purge_client, idle_queue) == 3, 30)
     try:
         for confirm in (None, 2):
             answer = purge(executor, idle_queue, confirm)
