@@ -7,7 +7,7 @@ against all of them.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -17,7 +17,8 @@ from z4j_domain.commands import Command, CommandStatus
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
-from z4j_domain.tasks import Task, TaskEvent
+from z4j_domain.stats import FailureSample, FinishCount
+from z4j_domain.tasks import Task, TaskEvent, TaskState
 from z4j_domain.users import Agent, ApiKey, Invitation, Session, User
 from z4j_domain.workers import Worker
 
@@ -117,6 +118,24 @@ class TaskRepository(Protocol):
 
     async def count(self, project_id: int | None = None) -> int:
         """How many tasks (in one project, or in all)."""
+        ...
+
+    async def state_counts(self, project_id: int) -> Mapping[TaskState, int]:
+        """How many of the project's tasks are in each state, zero counts omitted.
+
+        Read from the aggregate kept with every write (:mod:`z4j_domain.stats`),
+        not by counting the tasks.
+        """
+        ...
+
+    async def finish_counts(self, project_id: int, since: datetime) -> Sequence[FinishCount]:
+        """The project's finish counts (:mod:`z4j_domain.stats`) of the minutes from
+        ``since`` on, oldest first, zero counts omitted."""
+        ...
+
+    async def recent_failures(self, project_id: int, limit: int) -> Sequence[FailureSample]:
+        """The project's last ``limit`` failed tasks, newest first by ``(first_seen_at,
+        id)``; ``limit`` below 1 raises :class:`~z4j_domain.errors.InvalidInput`."""
         ...
 
 

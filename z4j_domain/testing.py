@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self
@@ -31,7 +31,8 @@ from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
-from z4j_domain.tasks import Task, TaskEvent, apply
+from z4j_domain.stats import FailureSample, FinishCount, aggregate
+from z4j_domain.tasks import Task, TaskEvent, TaskState, apply
 from z4j_domain.users import Agent, ApiKey, Invitation, Session, User
 from z4j_domain.workers import Worker
 
@@ -211,6 +212,34 @@ class InMemoryTaskRepository(_Repository):
             if pid == project_id and selection.matches(task)
         )
         return min(matching, max(limit, 0))
+
+    def _tasks_of(self, project_id: int) -> Sequence[Task]:
+        return [task for (pid, _), task in self._state.tasks.items() if pid == project_id]
+
+    # The fake aggregates its tasks on every read: the definition that the SQL
+    # repositories' incrementally kept aggregates are checked against.
+    async def state_counts(self, project_id: int) -> Mapping[TaskState, int]:
+        return dict(aggregate(self._tasks_of(project_id)).states)
+
+    async def finish_counts(self, project_id: int, since: datetime) -> Sequence[FinishCount]:
+        finishes = aggregate(self._tasks_of(project_id)).finishes
+        return [
+            FinishCount(minute=minute, state=state, count=n)
+            for (minute, state), n in sorted(finishes.items())
+            if minute >= since
+        ]
+
+    async def recent_failures(self, project_id: int, limit: int) -> Sequence[FailureSample]:
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        failed = [t for t in self._tasks_of(project_id) if t.state is TaskState.FAILED]
+        failed.sort(key=lambda t: (t.first_seen_at, t.id), reverse=True)
+        return [
+            FailureSample(
+                task_id=t.id, name=t.name, exception=t.exception, finished_at=t.finished_at
+            )
+            for t in failed[:limit]
+        ]
 
 
 class InMemoryTaskEventRepository(_Repository):

@@ -40,6 +40,8 @@ __all__ = [
     "sessions",
     "settings",
     "task_events",
+    "task_finish_counts",
+    "task_state_counts",
     "tasks",
     "users",
     "workers",
@@ -420,6 +422,26 @@ task_events: Final = sa.Table(
     sa.Column("timestamp", Timestamp, nullable=False),
     sa.Column("payload", JSONType, nullable=False),
     sa.Index("ix_task_events_task", "project_id", "task_id"),
+)
+
+# Added by migration 0008: aggregates of ``tasks`` (z4j_domain.stats), kept
+# current by every write of tasks in the same transaction, so the overview
+# reads a few rows whatever the number of tasks. Rows may hold 0.
+task_state_counts: Final = sa.Table(
+    "task_state_counts",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("state", sa.String(16), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+task_finish_counts: Final = sa.Table(
+    "task_finish_counts",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("minute", Timestamp, primary_key=True),
+    sa.Column("state", sa.String(16), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
 )
 
 workers: Final = sa.Table(

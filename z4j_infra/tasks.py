@@ -12,7 +12,9 @@ runs a constant number of statements whatever the number of events (see
    folded together *while the database runs steps 1 and 2*, then merged into
    the stored task (the fold is a join, so that equals folding the events
    into it one by one; events that were stored already change nothing);
-4. one bulk upsert of the tasks that changed.
+4. one bulk upsert of the tasks that changed;
+5. one upsert of each statistics aggregate the changes moved
+   (:mod:`z4j_domain.stats`: a few rows, whatever the batch's size).
 
 Several brain processes may share a PostgreSQL database. Rows that exist are
 locked by step 2; for rows that did not exist, two processes may both try to
@@ -24,21 +26,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 from z4j_domain.canvas import CanvasGathering, CanvasLinks
 from z4j_domain.errors import InvalidInput
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.serialization import event_from_dict
+from z4j_domain.stats import FailureSample, FinishCount, StatsDelta, stats_delta
 from z4j_domain.tasks import Task, TaskEvent, TaskState, fold, merge
 from z4j_infra._ingest import Batches, batches_for, row_to_task
 from z4j_infra.errors import StorageError
 from z4j_infra.jsontext import dumps
-from z4j_infra.schema import Timestamp, task_events, tasks
+from z4j_infra.schema import (
+    Timestamp,
+    task_events,
+    task_finish_counts,
+    task_state_counts,
+    tasks,
+)
 
 if TYPE_CHECKING:
     from z4j_infra.unit_of_work import SqlUnitOfWork
@@ -146,22 +156,24 @@ class SqlTaskRepository:
         folding the events into it one by one: the fold is a join.
         """
         written: dict[str, Task] = {}
+        replaced: list[tuple[Task | None, Task]] = []
         pending = updates
         for _ in range(_MAX_ROUNDS):
-            changed: dict[str, Task] = {}
+            changed: dict[str, tuple[Task | None, Task]] = {}
             rows = []
             # Sorted: new rows are inserted in the same order by every writer.
             for task_id in sorted(pending):
                 before, version = stored.get(task_id, (None, 0))
                 task = pending[task_id] if before is None else merge(before, pending[task_id])
                 if task != before:
-                    changed[task_id] = task
+                    changed[task_id] = (before, task)
                     rows.append((task, version + 1))
             if not rows:
                 break
             stored_ids = await batches.upsert(self._uow, project_id, rows)
             for task_id in stored_ids:
-                written[task_id] = changed[task_id]
+                replaced.append(changed[task_id])
+                written[task_id] = changed[task_id][1]
             # What is left lost a race with another brain that created the same
             # task: read it again (it exists now, so it gets locked) and merge again.
             pending = {
@@ -175,7 +187,39 @@ class SqlTaskRepository:
                 f"could not store {len(pending)} task(s) after {_MAX_ROUNDS} rounds of "
                 "concurrent updates; the batch was not applied"
             )
+        await self._count(project_id, stats_delta(replaced))
         return list(written.values())
+
+    async def _count(self, project_id: int, delta: StatsDelta) -> None:
+        """Add ``delta`` to the project's aggregates, rows in key order (so that
+        concurrent writers lock them in the same order, and never deadlock)."""
+        insert = postgresql.insert if self._uow.dialect == "postgresql" else sqlite.insert
+        changes = (
+            (
+                task_state_counts,
+                ["project_id", "state"],
+                [
+                    {"project_id": project_id, "state": state.value, "count": n}
+                    for state, n in sorted(delta.states.items())
+                ],
+            ),
+            (
+                task_finish_counts,
+                ["project_id", "minute", "state"],
+                [
+                    {"project_id": project_id, "minute": minute, "state": state.value, "count": n}
+                    for (minute, state), n in sorted(delta.finishes.items())
+                ],
+            ),
+        )
+        for table, keys, rows in changes:
+            if rows:
+                statement = insert(table).values(rows)
+                statement = statement.on_conflict_do_update(
+                    index_elements=keys,
+                    set_={"count": table.c.count + statement.excluded["count"]},
+                )
+                await self._uow.execute(statement)
 
     async def get(self, project_id: int, task_id: str) -> Task | None:
         """The task, or ``None``."""
@@ -397,6 +441,45 @@ class SqlTaskRepository:
         if project_id is not None:
             statement = statement.where(tasks.c.project_id == project_id)
         return int((await self._uow.execute(statement)).scalar_one())
+
+    async def state_counts(self, project_id: int) -> Mapping[TaskState, int]:
+        """How many tasks are in each state (from the aggregate), zero counts omitted."""
+        result = await self._uow.execute(
+            sa.select(task_state_counts.c.state, task_state_counts.c.count.label("n")).where(
+                task_state_counts.c.project_id == project_id, task_state_counts.c.count != 0
+            )
+        )
+        return {TaskState(row.state): int(row.n) for row in result}
+
+    async def finish_counts(self, project_id: int, since: datetime) -> Sequence[FinishCount]:
+        """Finish counts of the minutes from ``since`` on, oldest first, zeros omitted."""
+        table = task_finish_counts
+        result = await self._uow.execute(
+            sa.select(table.c.minute, table.c.state, table.c.count.label("n"))
+            .where(table.c.project_id == project_id, table.c.minute >= since, table.c.count != 0)
+            .order_by(table.c.minute, table.c.state)
+        )
+        return [
+            FinishCount(minute=row.minute, state=TaskState(row.state), count=int(row.n))
+            for row in result
+        ]
+
+    async def recent_failures(self, project_id: int, limit: int) -> Sequence[FailureSample]:
+        """The last ``limit`` failed tasks, newest first by ``(first_seen_at, id)``."""
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        result = await self._uow.execute(
+            sa.select(tasks.c.id, tasks.c.name, tasks.c.exception, tasks.c.finished_at)
+            .where(tasks.c.project_id == project_id, tasks.c.state == TaskState.FAILED.value)
+            .order_by(tasks.c.first_seen_at.desc(), tasks.c.id.desc())
+            .limit(limit)
+        )
+        return [
+            FailureSample(
+                task_id=row.id, name=row.name, exception=row.exception, finished_at=row.finished_at
+            )
+            for row in result
+        ]
 
 
 class SqlTaskEventRepository:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
 import attrs
@@ -20,6 +20,7 @@ from z4j_domain.canvas import MAX_ROUNDS
 from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskQuery
+from z4j_domain.stats import aggregate
 from z4j_domain.tasks import EventKind, Task, TaskEvent, TaskState, fold
 from z4j_domain.users import Agent
 from z4j_domain.workers import Worker, WorkerStatus
@@ -416,6 +417,18 @@ async def test_any_batch_split_and_order_gives_the_same_tasks(
     assert await all_tasks(uow_factory, project) == expected
     # The last returned version of every task is its stored state.
     assert changed == expected
+    # The statistics kept with every write are the aggregate of the final tasks.
+    await assert_stats(uow_factory, project, expected.values())
+
+
+async def assert_stats(factory: UnitOfWorkFactory, project_id: int, tasks: Iterable[Task]) -> None:
+    """The project's statistics are exactly the aggregate of ``tasks``."""
+    expected = aggregate(tasks)
+    async with factory() as uow:
+        assert dict(await uow.tasks.state_counts(project_id)) == expected.states
+        finishes = await uow.tasks.finish_counts(project_id, datetime.min.replace(tzinfo=UTC))
+    assert {(c.minute, c.state): c.count for c in finishes} == expected.finishes
+    assert [(c.minute, c.state) for c in finishes] == sorted(expected.finishes)
 
 
 # -- list, cursor, counts ------------------------------------------------------------------
@@ -844,6 +857,64 @@ async def test_queue_counts(uow_factory: UnitOfWorkFactory) -> None:
         assert list(await uow.tasks.queue_counts(project)) == expected
         assert all(count.count > 0 for count in expected)
         assert list(await uow.tasks.queue_counts(project + 1000)) == []
+
+
+async def test_stats_follow_every_write_and_read_from_a_minute_on(
+    uow_factory: UnitOfWorkFactory,
+) -> None:
+    """State and finish counts are the aggregate of the stored tasks after each batch;
+    ``finish_counts`` starts at ``since``; a rolled back batch changes none of them."""
+    project = await new_project(uow_factory)
+    events = _catalogue()
+    applied: list[TaskEvent] = []
+    for start in range(0, len(events), 17):
+        batch = events[start : start + 17]
+        await apply(uow_factory, project, batch)
+        applied.extend(batch)
+        await assert_stats(uow_factory, project, expected_tasks(applied).values())
+    # A later attempt starts two finished tasks again: they leave their minute.
+    again = [
+        TaskEvent(
+            id=f"again-{i}", task_id=task_id, kind=EventKind.STARTED, timestamp=at(60), attempt=1
+        )
+        for i, task_id in enumerate(["AB00%", "ab01_"])
+    ]
+    await apply(uow_factory, project, again)
+    applied.extend(again)
+    await assert_stats(uow_factory, project, expected_tasks(applied).values())
+    async with uow_factory() as uow:
+        await uow.tasks.apply_events(project, lifecycle("rolled-back", 30))
+        # Leaving without commit discards the tasks and their counts together.
+    await assert_stats(uow_factory, project, expected_tasks(applied).values())
+    async with uow_factory() as uow:
+        # The catalogue's tasks all finish in T0's minute; a minute is read if it
+        # starts at ``since`` or later.
+        assert [c.minute for c in await uow.tasks.finish_counts(project, T0)] != []
+        assert list(await uow.tasks.finish_counts(project, at(1))) == []
+        assert dict(await uow.tasks.state_counts(project + 1000)) == {}
+        assert list(await uow.tasks.finish_counts(project + 1000, T0)) == []
+
+
+async def test_recent_failures_are_the_last_failed_tasks(uow_factory: UnitOfWorkFactory) -> None:
+    """The newest failed tasks by (first_seen_at, id), as narrow samples, at most ``limit``."""
+    project = await new_project(uow_factory)
+    events = _catalogue()
+    await apply(uow_factory, project, events)
+    failed = sorted(
+        (t for t in expected_tasks(events).values() if t.state is TaskState.FAILED),
+        key=lambda t: (t.first_seen_at, t.id),
+        reverse=True,
+    )
+    assert len(failed) == 3
+    async with uow_factory() as uow:
+        found = await uow.tasks.recent_failures(project, 2)
+        everything = await uow.tasks.recent_failures(project, 1000)
+        with pytest.raises(InvalidInput):
+            await uow.tasks.recent_failures(project, 0)
+    assert [s.task_id for s in found] == [t.id for t in failed[:2]]
+    assert [(s.task_id, s.name, s.exception, s.finished_at) for s in everything] == [
+        (t.id, t.name, t.exception, t.finished_at) for t in failed
+    ]
 
 
 async def test_count_tasks(uow_factory: UnitOfWorkFactory) -> None:

@@ -16,7 +16,7 @@ from hypothesis import given
 from tests.strategies import task_events
 from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.serialization import event_from_dict, event_to_dict
-from z4j_domain.tasks import EventKind, TaskEvent, fold
+from z4j_domain.tasks import EventKind, TaskEvent, TaskState, fold
 from z4j_infra import jsontext
 from z4j_infra.clock import SystemClock
 from z4j_infra.database import Database
@@ -187,6 +187,9 @@ async def test_concurrent_writers_lose_no_update(database: Database) -> None:
             release_first.set()
     async with database.unit_of_work() as uow:
         assert await uow.tasks.get(project, "t1") == fold(events)
+        # The statistics count the task once, in its final state (the loser's
+        # second round replaced the winner's row, not nothing).
+        assert await uow.tasks.state_counts(project) == {TaskState.SUCCEEDED: 1}
 
 
 async def test_many_concurrent_batches_of_overlapping_tasks(database: Database) -> None:
@@ -208,6 +211,11 @@ async def test_many_concurrent_batches_of_overlapping_tasks(database: Database) 
         for index in range(30):
             task_id = f"t{index:02d}"
             assert await uow.tasks.get(project, task_id) == fold(_lifecycle(task_id))
+        assert await uow.tasks.state_counts(project) == {TaskState.SUCCEEDED: 30}
+        finishes = await uow.tasks.finish_counts(project, T0)
+        assert [(c.minute, c.state, c.count) for c in finishes] == [
+            (T0.replace(second=0, microsecond=0), TaskState.SUCCEEDED, 30)
+        ]
 
 
 def test_password_hasher() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -10,6 +11,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from z4j_domain.stats import aggregate
+from z4j_domain.tasks import EventKind, TaskEvent
 from z4j_infra.database import Database
 from z4j_infra.migrations import downgrade, migrate, revisions
 from z4j_infra.schema import metadata
@@ -40,7 +43,7 @@ async def test_upgrade_gives_the_metadata(empty_url: str) -> None:
     """After `migrate`, autogenerate finds nothing to change: tables, columns, types, indexes."""
     database = await Database.connect(empty_url)
     try:
-        assert await revisions(database) == (None, "0007")
+        assert await revisions(database) == (None, "0008")
         await migrate(database)
         async with database.engine.connect() as connection:
             assert await connection.run_sync(_differences) == []
@@ -93,3 +96,35 @@ async def test_concurrent_migrations_serialize(empty_postgres_url: str) -> None:
     finally:
         await first.dispose()
         await second.dispose()
+
+
+async def test_the_statistics_revision_fills_its_tables_from_the_stored_tasks(
+    empty_url: str,
+) -> None:
+    """0008 computes the aggregates of the tasks already stored, in both dialects, exactly
+    as the writes keep them (minutes truncated in UTC, unfinished tasks left out)."""
+    database = await Database.connect(empty_url)
+    start = datetime(2026, 3, 8, 23, 59, 58, 999999, tzinfo=UTC)
+    events = []
+    for i in range(40):
+        at = start + timedelta(seconds=7 * i)
+        kind = [EventKind.SUCCEEDED, EventKind.FAILED, EventKind.STARTED, EventKind.REVOKED][i % 4]
+        events.append(TaskEvent(id=f"s{i}", task_id=f"t{i}", kind=EventKind.SENT, timestamp=at))
+        events.append(
+            TaskEvent(id=f"o{i}", task_id=f"t{i}", kind=kind, timestamp=at + timedelta(seconds=1))
+        )
+    try:
+        await migrate(database)
+        async with database.unit_of_work() as uow:
+            project = await uow.projects.create(slug="p", name="P", created_at=start)
+            stored = await uow.tasks.apply_events(project.id, events)
+            await uow.commit()
+        expected = aggregate(stored)
+        await downgrade(database, "0007")
+        await migrate(database)
+        async with database.unit_of_work() as uow:
+            assert dict(await uow.tasks.state_counts(project.id)) == expected.states
+            finishes = await uow.tasks.finish_counts(project.id, start - timedelta(days=1))
+        assert {(c.minute, c.state): c.count for c in finishes} == expected.finishes
+    finally:
+        await database.dispose()
