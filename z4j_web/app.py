@@ -23,6 +23,7 @@ from z4j_web import (
     members,
     metrics,
     onboarding,
+    overview,
     pages_admin,
     pages_ops,
 )
@@ -151,6 +152,7 @@ def create_app(
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(pages_admin.blueprint)
     app.register_blueprint(pages_ops.blueprint)
+    app.register_blueprint(overview.blueprint)
     app.register_blueprint(gateway.blueprint)
     app.register_blueprint(live.blueprint)
     app.register_blueprint(metrics.blueprint)

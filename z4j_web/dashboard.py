@@ -200,10 +200,10 @@ async def logout() -> Any:
 @blueprint.get("/")
 @page()
 async def home() -> Any:
-    """The first project the user can see (or a page saying there is none)."""
+    """The overview of the first project the user can see (or a page saying there is none)."""
     visible = await accounts.visible_projects(current_runtime().uow, current_page().principal)
     if visible:
-        return redirect(f"/projects/{quote(visible[0][0].slug)}/tasks")
+        return redirect(f"/projects/{quote(visible[0][0].slug)}/overview")
     return await render("no_projects.html")
 
 

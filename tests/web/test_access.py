@@ -41,6 +41,7 @@ ENDPOINTS: Final = [
     Endpoint("GET", f"{P}/workers", Permission.READ_TASKS),
     Endpoint("GET", f"{P}/queues", Permission.READ_TASKS),
     Endpoint("GET", f"{P}/agents", Permission.READ_TASKS),
+    Endpoint("GET", f"{P}/overview?window=day", Permission.READ_TASKS),
     Endpoint("GET", f"{P}/settings/redaction", Permission.READ_TASKS),
     Endpoint(
         "PUT",

@@ -98,7 +98,7 @@ async def test_a_login_redirects_only_to_this_site(client: Client, seeded: Seede
     )
     assert response.headers["Location"] == "/"
     home = await client.get("/")
-    assert home.headers["Location"] == "/projects/default/tasks"
+    assert home.headers["Location"] == "/projects/default/overview"
 
 
 async def test_the_task_list_filters_from_the_url_and_pages(client: Client, seeded: Seeded) -> None:
