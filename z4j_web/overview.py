@@ -167,7 +167,7 @@ def _chart(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     slot = (_PLOT_RIGHT - _PLOT_LEFT) / max(len(points), 1)
     width = max(slot * 0.8, 1.0)
     bars: list[dict[str, Any]] = []
-    rate_points = []
+    rate_points: list[tuple[float, float]] = []
     for index, point in enumerate(points):
         x = _PLOT_LEFT + index * slot + (slot - width) / 2
         y = float(_PLOT_BOTTOM)
@@ -180,7 +180,7 @@ def _chart(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
         bars.append({"x": round(x, 2), "width": round(width, 2), "parts": parts, "point": point})
         if point["failure_rate"] is not None:
             rate_y = _PLOT_BOTTOM - point["failure_rate"] * height
-            rate_points.append(f"{round(x + width / 2, 2)},{round(rate_y, 2)}")
+            rate_points.append((round(x + width / 2, 2), round(rate_y, 2)))
     labels = [
         {"x": bar["x"] + bar["width"] / 2, "text": bar["point"]["start"][11:16]}
         for index, bar in enumerate(bars)
@@ -195,7 +195,9 @@ def _chart(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "right": _PLOT_RIGHT,
         "peak": peak,
         "bars": bars,
-        "rate": " ".join(rate_points),
+        "rate": " ".join(f"{x},{y}" for x, y in rate_points),
+        # A dot per bar too: a rate of a single bar is no line.
+        "rate_dots": rate_points,
         "labels": labels,
     }
 

@@ -120,3 +120,43 @@ def test_the_audit_log_lists_the_retry_with_who_asked_and_the_chain_verified(
     expect(page.locator("[data-audit-action]")).to_have_text(
         ["task.retry.succeeded", "task.retry.requested"]
     )
+
+
+def test_the_overview_counts_charts_and_groups_the_real_workers_tasks(
+    page: Page, dashboard_brain: Brain, worker: Worker, e2e_app: Any, screenshot: Screenshot
+) -> None:
+    """Tasks a real worker ran and failed: the tiles show the API's counts, the chart has
+    their bars, the failure is grouped under its exception and links to the task, and the
+    worker and its agent are counted online; the page fits a 375 px screen."""
+    results = [e2e_app.add.apply_async((n, n), queue=QUEUE) for n in range(3)]
+    failed = e2e_app.fails_first.apply_async((f"overview:{uuid.uuid4().hex}",), queue=QUEUE)
+    for result in results:
+        dashboard_brain.wait_task(result.id, "succeeded", "succeeded")
+    dashboard_brain.wait_task(failed.id, "failed", "failed")
+    expected = dashboard_brain.api("GET", f"{P}/overview")
+    log_in(page, dashboard_brain)
+    page.get_by_role("navigation", name="Project").get_by_role("link", name="Overview").click()
+    expect(page.locator('[data-state="succeeded"] strong')).to_have_text(
+        f"{expected['states']['succeeded']:,}"
+    )
+    expect(page.locator('[data-state="failed"] strong')).to_have_text(
+        f"{expected['states']['failed']:,}"
+    )
+    assert expected["states"]["succeeded"] >= 3
+    expect(page.locator("[data-chart] rect.succeeded").first).to_be_visible()
+    expect(page.locator("[data-chart] rect.failed").first).to_be_visible()
+    expect(page.locator("[data-chart] g.bar")).to_have_count(60)
+    group = page.locator('tr[data-exception="RuntimeError"]')
+    expect(group).to_contain_text("tests.agents.celery_app.fails_first")
+    expect(page.locator("[data-workers-online]")).to_contain_text("1 worker online")
+    expect(page.locator("[data-agents-connected]")).to_contain_text("1 of 1 agent connected")
+    screenshot(page, "overview")
+    page.get_by_role("link", name="Last day").click()
+    expect(page).to_have_url(re.compile(r"\?window=day$"))
+    expect(page.locator("[data-chart] g.bar")).to_have_count(96)
+    page.set_viewport_size({"width": 375, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    screenshot(page, "overview-375")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    group.locator("td").last.get_by_role("link").click()
+    expect(page.locator("[data-task-state]")).to_have_text("failed")

@@ -125,6 +125,7 @@ async def test_the_overview_page_draws_what_the_api_says(
     assert html.count('<rect class="failed"') == 1
     assert html.count('<rect class="other"') == 2
     assert '<polyline class="rate"' in html
+    assert html.count('<circle class="rate"') == 3  # the minutes with a success or failure
     assert "failure rate 33.3%" in html
     assert '<tr data-exception="ValueError">' in html
     assert 'href="/projects/default/tasks/t-01"' in html
