@@ -24,6 +24,7 @@ from z4j_web import (
     metrics,
     onboarding,
     overview,
+    pages_account,
     pages_admin,
     pages_ops,
 )
@@ -153,6 +154,7 @@ def create_app(
     app.register_blueprint(pages_admin.blueprint)
     app.register_blueprint(pages_ops.blueprint)
     app.register_blueprint(overview.blueprint)
+    app.register_blueprint(pages_account.blueprint)
     app.register_blueprint(gateway.blueprint)
     app.register_blueprint(live.blueprint)
     app.register_blueprint(metrics.blueprint)

@@ -618,3 +618,144 @@ function membersPage(root) {
 const membersRoot = document.querySelector("[data-members]");
 if (membersRoot) membersPage(membersRoot);
 // == end of pages_admin ==========================================================================
+
+// == pages_account: the account page (password, API keys) and a project's settings ==============
+
+// Shows an outcome in words; a failure is also marked (colour and data-outcome) for the eye and tests.
+function say(node, text, ok) {
+  node.textContent = text;
+  node.dataset.outcome = ok ? "ok" : "error";
+  node.classList.toggle("error", !ok);
+}
+
+function passwordPage(section) {
+  const form = section.querySelector("[data-password-form]");
+  const status = section.querySelector("[data-password-status]");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const fields = form.elements;
+    if (fields.new_password.value !== fields.confirm.value) {
+      say(status, "The new password and its confirmation differ: type the same new password twice.", false);
+      fields.confirm.focus();
+      return;
+    }
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    say(status, "Changing the password…", true);
+    try {
+      await api("POST", "/api/v1/auth/password", {
+        current_password: fields.current_password.value, new_password: fields.new_password.value,
+      });
+      form.reset();
+      say(status, "Password changed. Your other sessions are logged out; this one stays logged in.", true);
+    } catch (error) {
+      say(status, `Could not change the password: ${error.message}`, false);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+function apiKeyRow(key) {
+  return el("tr", { "data-key": String(key.id), class: "fresh" },
+    el("td", {}, el("strong", {}, key.name)),
+    el("td", {}, el("code", {}, `${key.prefix}…`)),
+    el("td", {}, key.project ?? "all"),
+    el("td", {}, key.role ?? "none"),
+    el("td", { "data-key-state": "" }, el("span", { class: "state state-succeeded" }, "active")),
+    el("td", {}, el("span", { class: "muted" }, "never")),
+    el("td", {}, shortTime(key.created_at)),
+    el("td", {}, el("button", {
+      type: "button", class: "secondary small danger", "data-revoke-key": String(key.id),
+    }, "Revoke")),
+  );
+}
+
+function apiKeysPage(root) {
+  const base = "/api/v1/auth/api-keys";
+  const table = root.querySelector("table[data-key-table]");
+  const status = root.querySelector("[data-keys-status]");
+
+  table.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-revoke-key]");
+    if (!button) return;
+    const row = button.closest("tr");
+    const name = row.cells[0].textContent;
+    if (!window.confirm(`Revoke the API key "${name}"? Anything using it is refused from now on.`)) return;
+    button.disabled = true;
+    try {
+      const key = await api("DELETE", `${base}/${encodeURIComponent(button.dataset.revokeKey)}`);
+      row.querySelector("[data-key-state]").replaceChildren(
+        el("span", { class: "state state-revoked" }, "revoked"), " ", shortTime(key.revoked_at));
+      button.remove();
+      say(status, `API key ${name} revoked.`, true);
+    } catch (error) {
+      button.disabled = false;
+      say(status, `Could not revoke ${name}: ${error.message}`, false);
+    }
+  });
+
+  const form = root.querySelector("[data-key-form]");
+  const keyStatus = root.querySelector("[data-key-status]");
+  const result = root.querySelector("[data-key-result]");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const fields = form.elements;
+    const body = { name: fields.name.value.trim() };
+    if (fields.project.value) body.project = fields.project.value;
+    if (fields.role.value) body.role = fields.role.value;
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    result.hidden = true;
+    say(keyStatus, `Creating ${body.name}…`, true);
+    try {
+      const created = await api("POST", base, body);
+      root.querySelector("[data-key-value]").textContent = created.key;
+      result.hidden = false;
+      say(keyStatus, `API key ${created.api_key.name} created.`, true);
+      const rows = table.tBodies[0];
+      rows.querySelector("tr.empty")?.remove();
+      rows.prepend(apiKeyRow(created.api_key));
+      form.reset();
+    } catch (error) {
+      say(keyStatus, `Could not create ${body.name || "the key"}: ${error.message}`, false);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+// The three lists, one item a line; what the API saved (sorted, without repeats) is shown back.
+function redactionForm(form) {
+  const names = ["extra_key_patterns", "extra_value_patterns", "fully_redacted_tasks"];
+  const status = form.querySelector("[data-redaction-status]");
+  const button = form.querySelector("button[type=submit]");
+  if (!button) return; // read-only for this role
+  const path = `/api/v1/projects/${encodeURIComponent(form.dataset.project)}/settings/redaction`;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = {};
+    for (const name of names) {
+      body[name] = form.elements[name].value.split("\n").map((line) => line.trim()).filter(Boolean);
+    }
+    button.disabled = true;
+    say(status, "Saving…", true);
+    try {
+      const saved = await api("PUT", path, body);
+      for (const name of names) form.elements[name].value = saved[name].join("\n");
+      say(status, "Saved. Connected agents use the new settings from now on.", true);
+    } catch (error) {
+      say(status, `Not saved: ${error.message}`, false);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+const passwordSection = document.querySelector("[data-password]");
+if (passwordSection) passwordPage(passwordSection);
+const apiKeysRoot = document.querySelector("[data-api-keys]");
+if (apiKeysRoot) apiKeysPage(apiKeysRoot);
+const redactionSettings = document.querySelector("[data-redaction-form]");
+if (redactionSettings) redactionForm(redactionSettings);
+// == end of pages_account ========================================================================
