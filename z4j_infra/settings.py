@@ -43,6 +43,7 @@ from z4j_infra.errors import ConfigError
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "RECONCILE_VARIABLES",
     "Settings",
     "load_settings",
     "normalize_database_url",
@@ -219,7 +220,9 @@ def _command_settings(get: Any) -> dict[str, Any]:
     return values
 
 
-_POLICY_VARIABLES: Final = {
+#: The environment variables of the reconciler's windows, and the
+#: :class:`~z4j_domain.reconciliation.ReconcilePolicy` field each one sets.
+RECONCILE_VARIABLES: Final = {
     "Z4J_HEARTBEAT_INTERVAL": "heartbeat_interval",
     "Z4J_HEARTBEAT_WINDOW": "heartbeat_window",
     "Z4J_RECONCILE_INTERVAL": "reconcile_interval",
@@ -228,11 +231,11 @@ _POLICY_VARIABLES: Final = {
 
 
 def _reconcile_policy(get: Any) -> ReconcilePolicy:
-    values = _durations(get, _POLICY_VARIABLES, lambda seconds: 0 < seconds < 86_400, "above 0")
+    values = _durations(get, RECONCILE_VARIABLES, lambda seconds: 0 < seconds < 86_400, "above 0")
     try:
         return ReconcilePolicy(**values)
     except (ValueError, TypeError, InvalidInput) as error:
-        names = ", ".join(sorted(_POLICY_VARIABLES))
+        names = ", ".join(sorted(RECONCILE_VARIABLES))
         raise ConfigError(f"inconsistent reconciler settings ({names}): {error}") from None
 
 

@@ -17,6 +17,7 @@ from quart import Blueprint
 
 from z4j_domain.rbac import Permission
 from z4j_domain.redaction import DEFAULT_POLICY
+from z4j_infra.settings import RECONCILE_VARIABLES
 from z4j_web import accounts
 from z4j_web.account import api_key_to_dict
 from z4j_web.accounts import Access
@@ -30,34 +31,31 @@ __all__ = ["RECONCILER_WINDOWS", "blueprint"]
 blueprint = Blueprint("pages_account", __name__)
 
 #: The reconciler's windows as the settings page lists them: the ``ReconcilePolicy``
-#: field, the variable of ``z4j serve`` that sets it (as ``z4j_infra.settings`` reads
-#: them; ``None``: fixed, no variable) and what it does.
+#: field and what it does.
 RECONCILER_WINDOWS: Final = (
-    ("heartbeat_interval", "Z4J_HEARTBEAT_INTERVAL", "How often agents send a heartbeat."),
-    ("heartbeat_window", "Z4J_HEARTBEAT_WINDOW", "Silence after which a worker is offline."),
-    ("reconcile_interval", "Z4J_RECONCILE_INTERVAL", "Time between two reconciler passes."),
+    ("heartbeat_interval", "How often agents send a heartbeat."),
+    ("heartbeat_window", "Silence after which a worker is offline."),
+    ("reconcile_interval", "Time between two reconciler passes."),
     (
         "probe_timeout",
-        "Z4J_PROBE_TIMEOUT",
         "How long unanswered probes go on before a task of an offline worker is declared lost.",
     ),
     (
         "report_grace",
-        None,
         "How long after a task's last event a live worker's report must be made"
         " for the task's absence from it to count.",
     ),
     (
         "unstarted_grace",
-        None,
         "Extra time a received, not started task of an offline worker gets before it is probed.",
     ),
     (
         "probe_unassigned_after",
-        None,
         "When set, a task that no worker has received is probed this long after it was first seen.",
     ),
 )
+#: The variable of ``z4j serve`` that sets each field (a field without one is fixed).
+_VARIABLE_OF: Final = {field: variable for variable, field in RECONCILE_VARIABLES.items()}
 
 
 def _duration(value: timedelta | None) -> str:
@@ -103,8 +101,13 @@ async def settings_page(project: str) -> Any:
     redaction = await runtime.redaction.settings(current.access.project.id)
     policy = runtime.settings.reconcile
     windows = [
-        {"name": name, "value": _duration(getattr(policy, name)), "env": env, "meaning": meaning}
-        for name, env, meaning in RECONCILER_WINDOWS
+        {
+            "name": name,
+            "value": _duration(getattr(policy, name)),
+            "env": _VARIABLE_OF.get(name),
+            "meaning": meaning,
+        }
+        for name, meaning in RECONCILER_WINDOWS
     ]
     return await render(
         "settings.html",

@@ -20,7 +20,7 @@ from z4j_domain.rbac import Role
 from z4j_domain.reconciliation import ReconcilePolicy
 from z4j_domain.redaction import DEFAULT_POLICY
 from z4j_domain.testing import FakeClock
-from z4j_infra.settings import Settings, load_settings
+from z4j_infra.settings import RECONCILE_VARIABLES, Settings, load_settings
 from z4j_web.pages_account import RECONCILER_WINDOWS
 from z4j_web.runtime import EXTENSION_KEY
 
@@ -272,14 +272,12 @@ async def test_an_unknown_project_is_a_404_page(client: Client, seeded: Seeded) 
 def test_every_reconciler_window_is_listed_with_the_variable_that_really_sets_it(
     tmp_path: Path,
 ) -> None:
-    """The page's variable names are the ones ``load_settings`` reads, field by field."""
-    assert {name for name, _, _ in RECONCILER_WINDOWS} == {
+    """The page lists every field, and the variables it names really set those fields."""
+    assert {name for name, _ in RECONCILER_WINDOWS} == {
         field.name for field in attrs.fields(ReconcilePolicy)
     }
     base = {"Z4J_HOME": str(tmp_path / "home"), "Z4J_SECRET": SECRET}
-    for name, variable, _ in RECONCILER_WINDOWS:
-        if variable is None:
-            continue
+    for variable, name in RECONCILE_VARIABLES.items():
         # A value each window accepts while the others keep their defaults.
         loaded = load_settings({**base, variable: "29"})
         assert getattr(loaded.reconcile, name) == timedelta(seconds=29), variable
