@@ -126,8 +126,9 @@ def test_the_overview_counts_charts_and_groups_the_real_workers_tasks(
     page: Page, dashboard_brain: Brain, worker: Worker, e2e_app: Any, screenshot: Screenshot
 ) -> None:
     """Tasks a real worker ran and failed: the tiles show the API's counts, the chart has
-    their bars, the failure is grouped under its exception and links to the task, and the
-    worker and its agent are counted online; the page fits a 375 px screen."""
+    their bars, the failure is grouped under its exception and links to the task, the
+    worker and its agent are counted online, a new task is counted live without a
+    reload; the page fits a 375 px screen."""
     results = [e2e_app.add.apply_async((n, n), queue=QUEUE) for n in range(3)]
     failed = e2e_app.fails_first.apply_async((f"overview:{uuid.uuid4().hex}",), queue=QUEUE)
     for result in results:
@@ -151,6 +152,15 @@ def test_the_overview_counts_charts_and_groups_the_real_workers_tasks(
     expect(page.locator("[data-workers-online]")).to_contain_text("1 worker online")
     expect(page.locator("[data-agents-connected]")).to_contain_text("1 of 1 agent connected")
     screenshot(page, "overview")
+    # Live: a task that finishes now is counted without a reload.
+    expect(page.locator("[data-overview]")).to_have_attribute("data-connected", "yes")
+    marker = page.evaluate("() => { window.z4jNotReloaded = true; return true; }")
+    another = e2e_app.add.apply_async((5, 5), queue=QUEUE)
+    dashboard_brain.wait_task(another.id, "succeeded", "succeeded")
+    expect(page.locator('[data-state="succeeded"] strong')).to_have_text(
+        f"{expected['states']['succeeded'] + 1:,}"
+    )
+    assert page.evaluate("() => window.z4jNotReloaded === true") is marker
     page.get_by_role("link", name="Last day").click()
     expect(page).to_have_url(re.compile(r"\?window=day$"))
     expect(page.locator("[data-chart] g.bar")).to_have_count(96)

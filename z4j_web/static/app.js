@@ -87,7 +87,6 @@ function liveTasks(table) {
   const body = table.tBodies[0];
   const status = document.querySelector("[data-live-status]");
   const limit = 200;
-  let retry = 1000;
 
   function apply(tasks) {
     for (const task of tasks) {
@@ -107,20 +106,26 @@ function liveTasks(table) {
     while (body.rows.length > limit) body.deleteRow(body.rows.length - 1);
   }
 
+  liveSocket(project, table, status, "Live: new and changed tasks appear here.", (message) => {
+    if (message.type === "tasks") apply(message.items);
+  });
+}
+
+// The project's dashboard socket, reconnecting with backoff; ``marker.dataset.connected``
+// and ``status`` say whether it is up.
+function liveSocket(project, marker, status, liveText, onMessage) {
+  let retry = 1000;
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/ws/dashboard?project=${encodeURIComponent(project)}`);
     socket.addEventListener("open", () => {
       retry = 1000;
-      if (status) status.textContent = "Live: new and changed tasks appear here.";
-      table.dataset.connected = "yes";
+      if (status) status.textContent = liveText;
+      marker.dataset.connected = "yes";
     });
-    socket.addEventListener("message", (event) => {
-      const message = JSON.parse(event.data);
-      if (message.type === "tasks") apply(message.items);
-    });
+    socket.addEventListener("message", (event) => onMessage(JSON.parse(event.data)));
     socket.addEventListener("close", () => {
-      table.dataset.connected = "no";
+      marker.dataset.connected = "no";
       if (status) status.textContent = `Live updates interrupted; reconnecting in ${retry / 1000} s…`;
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 30000);
@@ -128,6 +133,35 @@ function liveTasks(table) {
   }
   connect();
 }
+
+// The overview redraws itself (the server renders it) a few seconds after tasks or
+// workers change, at most once per OVERVIEW_PAUSE.
+const OVERVIEW_PAUSE = 5000;
+function liveOverview(root) {
+  let pending = null;
+  async function refresh() {
+    pending = null;
+    try {
+      const response = await fetch(location.href, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      const body = fresh.querySelector("[data-overview-body]");
+      if (body) root.querySelector("[data-overview-body]").replaceWith(body);
+      root.dataset.refreshed = String(Number(root.dataset.refreshed || "0") + 1);
+    } catch {
+      // The socket's status line already says when the server is out of reach.
+    }
+  }
+  const status = root.querySelector("[data-live-status]");
+  liveSocket(root.dataset.project, root, status, "Live: the page redraws as tasks and workers change.", (message) => {
+    if ((message.type === "tasks" || message.type === "workers") && pending === null) {
+      pending = setTimeout(refresh, OVERVIEW_PAUSE);
+    }
+  });
+}
+
+const overviewRoot = document.querySelector("[data-overview]");
+if (overviewRoot) liveOverview(overviewRoot);
 
 const tasksTable = document.querySelector("table[data-tasks]");
 if (tasksTable && tasksTable.dataset.live === "on") liveTasks(tasksTable);
