@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Final
+from urllib.parse import quote
 
 import pytest
 from quart.typing import TestClientProtocol as Client
@@ -37,6 +38,31 @@ async def text(response: Any) -> str:
 def rows(html: str) -> list[str]:
     """The task ids of the task list's rows, in order."""
     return re.findall(r'<tr data-task-id="([^"]+)"', html)
+
+
+#: Every dashboard page (a session is required for each).
+PAGES: Final = [
+    "/projects/default/overview",
+    "/projects/default/tasks",
+    "/projects/default/tasks/t-01",
+    "/projects/default/workers",
+    "/projects/default/queues",
+    "/projects/default/agents",
+    "/projects/default/members",
+    "/projects/default/audit",
+    "/projects/default/settings",
+    "/account",
+    "/",
+]
+
+
+@pytest.mark.parametrize("path", PAGES)
+async def test_every_page_sends_a_browser_without_a_session_to_log_in(
+    client: Client, seeded: Seeded, path: str
+) -> None:
+    response = await client.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/login?next={quote(path, safe='')}"
 
 
 async def test_pages_redirect_to_the_login_form_without_a_session(

@@ -152,9 +152,3 @@ async def test_the_overview_page_of_an_empty_project_says_what_to_do(
     assert "mint one" in html
     assert "<rect" not in html
     assert "(0 stored)" in html
-
-
-async def test_the_overview_page_needs_a_session(client: Client, seeded: Seeded) -> None:
-    response = await client.get(PAGE)
-    assert response.status_code == 302
-    assert response.headers["Location"].startswith("/login?next=")

@@ -42,15 +42,6 @@ def csrf_token(html: str) -> str:
     return found.group(1)
 
 
-async def test_the_pages_send_a_browser_without_a_session_to_log_in(
-    client: Client, seeded: Seeded
-) -> None:
-    for path in (AGENTS, MEMBERS):
-        response = await client.get(path)
-        assert response.status_code == 302
-        assert response.headers["Location"].startswith("/login?next=")
-
-
 async def test_an_admin_sees_the_agents_with_their_state_and_the_mint_form(
     client: Client, seeded: Seeded, minted: services.NewAgent
 ) -> None:
