@@ -6,6 +6,7 @@ __all__ = [
     "Conflict",
     "InvalidInput",
     "NotFound",
+    "PreviewUnavailable",
     "Z4jError",
 ]
 
@@ -16,6 +17,14 @@ class Z4jError(Exception):
 
 class InvalidInput(Z4jError, ValueError):
     """A caller passed a value the domain refuses (bad filter, cursor, event)."""
+
+
+class PreviewUnavailable(InvalidInput):
+    """The value is valid but z4j cannot compute what was asked of it (a solar schedule's times).
+
+    An :class:`InvalidInput`, so that a shell answers it as a refused request
+    (with this message), not as a failure of its own.
+    """
 
 
 class NotFound(Z4jError, LookupError):
