@@ -8,7 +8,7 @@ against all of them.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -17,7 +17,7 @@ from z4j_domain.commands import Command, CommandStatus
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
-from z4j_domain.stats import FailureSample, FinishCount
+from z4j_domain.stats import ONE_MINUTE, FailureSample, FinishCount
 from z4j_domain.tasks import Task, TaskEvent, TaskState
 from z4j_domain.users import Agent, ApiKey, Invitation, Session, User
 from z4j_domain.workers import Worker
@@ -128,9 +128,14 @@ class TaskRepository(Protocol):
         """
         ...
 
-    async def finish_counts(self, project_id: int, since: datetime) -> Sequence[FinishCount]:
+    async def finish_counts(
+        self, project_id: int, since: datetime, step: timedelta = ONE_MINUTE
+    ) -> Sequence[FinishCount]:
         """The project's finish counts (:mod:`z4j_domain.stats`) of the minutes from
-        ``since`` on, oldest first, zero counts omitted."""
+        ``since`` on, summed per ``step``-wide bucket counted from ``since``
+        (:func:`~z4j_domain.stats.bucket_start`), oldest first, zero counts
+        omitted. ``step`` must be a whole number of minutes
+        (:func:`~z4j_domain.stats.check_step`)."""
         ...
 
     async def recent_failures(self, project_id: int, limit: int) -> Sequence[FailureSample]:

@@ -30,6 +30,7 @@ from typing import Final
 
 import attrs
 
+from z4j_domain.errors import InvalidInput
 from z4j_domain.tasks import Task, TaskState
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "ThroughputPoint",
     "Window",
     "aggregate",
+    "bucket_start",
+    "check_step",
     "exception_type",
     "finish_minute",
     "group_failures",
@@ -107,11 +110,33 @@ def aggregate(tasks: Iterable[Task]) -> StatsDelta:
 
 @attrs.frozen(kw_only=True)
 class FinishCount:
-    """How many tasks finished in a state during one minute."""
+    """How many tasks finished in a state during one bucket of time.
+
+    ``minute`` is the bucket's first minute; a bucket is one minute unless a
+    wider ``step`` was asked for (see :func:`check_step`).
+    """
 
     minute: datetime
     state: TaskState
     count: int
+
+
+#: The width of the finish counts as they are kept.
+ONE_MINUTE: Final = timedelta(minutes=1)
+
+
+def check_step(step: timedelta) -> int:
+    """The whole number of minutes in a bucket ``step``; anything else raises
+    :class:`~z4j_domain.errors.InvalidInput`."""
+    minutes, rest = divmod(step, ONE_MINUTE)
+    if rest or minutes < 1:
+        raise InvalidInput(f"a bucket must be a whole number of minutes, got {step}")
+    return int(minutes)
+
+
+def bucket_start(minute: datetime, since: datetime, step: timedelta) -> datetime:
+    """The start of the ``step``-wide bucket, counted from ``since``, that ``minute`` is in."""
+    return since + ((minute - since) // step) * step
 
 
 class Window(enum.StrEnum):

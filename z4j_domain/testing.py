@@ -31,7 +31,14 @@ from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
-from z4j_domain.stats import FailureSample, FinishCount, aggregate
+from z4j_domain.stats import (
+    ONE_MINUTE,
+    FailureSample,
+    FinishCount,
+    aggregate,
+    bucket_start,
+    check_step,
+)
 from z4j_domain.tasks import Task, TaskEvent, TaskState, apply
 from z4j_domain.users import Agent, ApiKey, Invitation, Session, User
 from z4j_domain.workers import Worker
@@ -221,12 +228,19 @@ class InMemoryTaskRepository(_Repository):
     async def state_counts(self, project_id: int) -> Mapping[TaskState, int]:
         return dict(aggregate(self._tasks_of(project_id)).states)
 
-    async def finish_counts(self, project_id: int, since: datetime) -> Sequence[FinishCount]:
-        finishes = aggregate(self._tasks_of(project_id)).finishes
+    async def finish_counts(
+        self, project_id: int, since: datetime, step: timedelta = ONE_MINUTE
+    ) -> Sequence[FinishCount]:
+        check_step(step)
+        buckets: dict[tuple[datetime, TaskState], int] = {}
+        for (minute, state), n in aggregate(self._tasks_of(project_id)).finishes.items():
+            if minute >= since:
+                key = (bucket_start(minute, since, step), state)
+                buckets[key] = buckets.get(key, 0) + n
         return [
-            FinishCount(minute=minute, state=state, count=n)
-            for (minute, state), n in sorted(finishes.items())
-            if minute >= since
+            FinishCount(minute=start, state=state, count=n)
+            for (start, state), n in sorted(buckets.items())
+            if n
         ]
 
     async def recent_failures(self, project_id: int, limit: int) -> Sequence[FailureSample]:

@@ -79,7 +79,7 @@ async def project_overview(project: Project, window: Window) -> dict[str, Any]:
     now = runtime.clock.now()
     async with runtime.uow() as uow:
         states = await uow.tasks.state_counts(project.id)
-        finishes = await uow.tasks.finish_counts(project.id, window.start(now))
+        finishes = await uow.tasks.finish_counts(project.id, window.start(now), window.step)
         failures = await uow.tasks.recent_failures(project.id, RECENT_FAILURES)
     points = throughput(finishes, window, now)
     total = ThroughputPoint(

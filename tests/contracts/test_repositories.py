@@ -20,7 +20,7 @@ from z4j_domain.canvas import MAX_ROUNDS
 from z4j_domain.errors import Conflict, InvalidInput
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskQuery
-from z4j_domain.stats import aggregate
+from z4j_domain.stats import aggregate, bucket_start
 from z4j_domain.tasks import EventKind, Task, TaskEvent, TaskState, fold
 from z4j_domain.users import Agent
 from z4j_domain.workers import Worker, WorkerStatus
@@ -893,6 +893,40 @@ async def test_stats_follow_every_write_and_read_from_a_minute_on(
         assert list(await uow.tasks.finish_counts(project, at(1))) == []
         assert dict(await uow.tasks.state_counts(project + 1000)) == {}
         assert list(await uow.tasks.finish_counts(project + 1000, T0)) == []
+
+
+@pytest.mark.parametrize("step_minutes", [1, 2, 15, 60])
+@pytest.mark.parametrize("since_offset", [timedelta(0), timedelta(seconds=-89.5)])
+async def test_finish_counts_are_summed_per_step_from_since(
+    uow_factory: UnitOfWorkFactory, step_minutes: int, since_offset: timedelta
+) -> None:
+    """Buckets of ``step`` counted from ``since`` (even one off the minute) hold the sums
+    of their minutes, as :func:`~z4j_domain.stats.bucket_start` places them."""
+    project = await new_project(uow_factory)
+    events = []
+    for index in range(70):
+        # Finishes spread over 70 minutes, some minutes holding several.
+        events += lifecycle(
+            f"t{index}",
+            index * 53.0,
+            outcome=[EventKind.SUCCEEDED, EventKind.FAILED, EventKind.REVOKED][index % 3],
+        )
+    await apply(uow_factory, project, events)
+    since = T0 + timedelta(minutes=7) + since_offset
+    step = timedelta(minutes=step_minutes)
+    expected: dict[tuple[datetime, TaskState], int] = {}
+    for (minute, state), n in aggregate(expected_tasks(events).values()).finishes.items():
+        if minute >= since:
+            key = (bucket_start(minute, since, step), state)
+            expected[key] = expected.get(key, 0) + n
+    async with uow_factory() as uow:
+        found = await uow.tasks.finish_counts(project, since, step)
+        with pytest.raises(InvalidInput):
+            await uow.tasks.finish_counts(project, since, timedelta(seconds=90))
+    assert [(c.minute, c.state, c.count) for c in found] == [
+        (start, state, n) for (start, state), n in sorted(expected.items())
+    ]
+    assert sum(c.count for c in found) > 0
 
 
 async def test_recent_failures_are_the_last_failed_tasks(uow_factory: UnitOfWorkFactory) -> None:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from z4j_domain.stats import aggregate
+from z4j_domain.stats import aggregate, finish_minute
 from z4j_domain.tasks import EventKind, TaskEvent
 from z4j_infra.database import Database
 from z4j_infra.migrations import downgrade, migrate, revisions
@@ -124,7 +124,9 @@ async def test_the_statistics_revision_fills_its_tables_from_the_stored_tasks(
         await migrate(database)
         async with database.unit_of_work() as uow:
             assert dict(await uow.tasks.state_counts(project.id)) == expected.states
-            finishes = await uow.tasks.finish_counts(project.id, start - timedelta(days=1))
+            finishes = await uow.tasks.finish_counts(
+                project.id, finish_minute(start) - timedelta(days=1)
+            )
         assert {(c.minute, c.state): c.count for c in finishes} == expected.finishes
     finally:
         await database.dispose()
