@@ -212,13 +212,26 @@ async def test_the_script_and_stylesheet_are_served_by_the_brain(client: Client)
 async def test_bulk_actions_are_offered_to_those_who_may_use_them(
     client: Client, seeded: Seeded, backend: Backend, clock: FakeClock
 ) -> None:
-    """An admin gets the bulk buttons on the task list; a viewer does not."""
+    """An admin gets the bulk buttons and a checkbox per task on the task list; a viewer
+    gets neither."""
     await log_in(client)
-    assert 'data-bulk-action="retry"' in await text(await client.get(f"{TASKS}?state=failed"))
+    admin = await text(await client.get(f"{TASKS}?state=failed"))
+    assert 'data-bulk-action="retry"' in admin
+    assert 'data-bulk-action="cancel" data-bulk-scope="selected" disabled' in admin
+    assert '<input type="checkbox" data-select value="t-01" aria-label="Select task t-01">' in admin
+    assert "data-select-page" in admin
+    assert 'data-selectable="yes"' in admin
+    empty = await text(await client.get(f"{TASKS}?name=nothing-has-this-name"))
+    assert '<td colspan="8">No tasks match.</td>' in empty
     await add_user(backend, clock, "viewer@example.com", Role.VIEWER)
     client.cookie_jar.clear()  # type: ignore[attr-defined]
     await log_in(client, "viewer@example.com", PASSWORD)
-    assert "data-bulk" not in await text(await client.get(f"{TASKS}?state=failed"))
+    viewer = await text(await client.get(f"{TASKS}?state=failed"))
+    assert "data-bulk" not in viewer
+    assert "data-select" not in viewer.replace('data-selectable="no"', "")
+    assert '<td colspan="7">No tasks match.</td>' in await text(
+        await client.get(f"{TASKS}?name=nothing-has-this-name")
+    )
 
 
 async def test_the_navigation_shows_the_pages_the_role_may_open(

@@ -62,10 +62,14 @@ function matches(filter, task) {
   return true;
 }
 
-function taskRow(project, task) {
+function taskRow(project, task, selectable) {
   const runtime = task.runtime === null || task.runtime === undefined ? "" : `${task.runtime.toFixed(3)} s`;
   const seen = (task.first_seen_at ?? "").slice(0, 19).replace("T", " ");
+  const select = selectable
+    ? [el("td", {}, el("input", { type: "checkbox", "data-select": "", value: task.id, "aria-label": `Select task ${task.id}` }))]
+    : [];
   return el("tr", { "data-task-id": task.id },
+    ...select,
     el("td", {}, el("span", { class: `state state-${task.state}` }, task.state)),
     el("td", {}, task.name ?? "(unknown)"),
     el("td", {}, el("a", { href: taskUrl(project, task.id) }, el("code", {}, task.id))),
@@ -95,9 +99,14 @@ function liveTasks(table) {
         existing?.remove();
         continue;
       }
-      const row = taskRow(project, task);
+      const row = taskRow(project, task, table.dataset.selectable === "yes");
       row.classList.add("fresh");
-      if (existing) existing.replaceWith(row);
+      if (existing) {
+        // A live update keeps the row's selection.
+        const was = existing.querySelector("[data-select]")?.checked;
+        if (was) row.querySelector("[data-select]").checked = true;
+        existing.replaceWith(row);
+      }
       else {
         body.querySelector("tr.empty")?.remove();
         body.prepend(row);
@@ -293,23 +302,53 @@ function bulk(section, table) {
   const count = section.querySelector("[data-bulk-count]");
   const status = section.querySelector("[data-bulk-status]");
   const go = section.querySelector("[data-bulk-go]");
+  const selectedCount = section.querySelector("[data-selected-count]");
+  const pageBox = table.querySelector("[data-select-page]");
   const base = `/api/v1/projects/${encodeURIComponent(project)}/tasks`;
   let action = null;
+  let target = null;
+
+  const boxes = () => [...table.querySelectorAll("tbody [data-select]")];
+  const selected = () => boxes().filter((box) => box.checked).map((box) => box.value);
+  function showSelection() {
+    const n = selected().length;
+    selectedCount.textContent = n ? `${n} task${n === 1 ? "" : "s"} selected.` : "No task selected.";
+    for (const button of section.querySelectorAll('[data-bulk-scope="selected"]')) button.disabled = n === 0;
+    if (pageBox) {
+      const all = boxes();
+      pageBox.checked = all.length > 0 && n === all.length;
+      pageBox.indeterminate = n > 0 && n < all.length;
+    }
+  }
+  table.addEventListener("change", (event) => {
+    if (event.target === pageBox) for (const box of boxes()) box.checked = pageBox.checked;
+    if (event.target.matches("[data-select], [data-select-page]")) showSelection();
+  });
+  // Live rows come and go: keep the count and the page box honest.
+  new MutationObserver(showSelection).observe(table.tBodies[0], { childList: true });
 
   for (const button of section.querySelectorAll("[data-bulk-action]")) {
     button.addEventListener("click", async () => {
       action = button.dataset.bulkAction;
+      const verb = action === "retry" ? "Retry" : "Cancel";
+      const bySelection = button.dataset.bulkScope === "selected";
+      target = bySelection ? { ids: selected() } : { filter: currentFilter(table) };
       status.textContent = "Counting…";
       try {
-        const dry = await api("POST", `${base}/bulk-${action}`, { filter: currentFilter(table), dry_run: true });
+        const dry = await api("POST", `${base}/bulk-${action}`, { ...target, dry_run: true });
         status.textContent = "";
         if (dry.count === 0) {
-          status.textContent = "No task matches this filter: nothing to do.";
+          status.textContent = bySelection
+            ? "None of the selected tasks is stored any more: nothing to do."
+            : "No task matches this filter: nothing to do.";
           return;
         }
+        const tasks = `${dry.count} task${dry.count === 1 ? "" : "s"}`;
         count.textContent = dry.capped
           ? `More than ${dry.cap} tasks match: narrow the filter (the cap per request is ${dry.cap}).`
-          : `${dry.count} task${dry.count === 1 ? "" : "s"} match this filter. ${action === "retry" ? "Retry" : "Cancel"} all of them?`;
+          : bySelection
+            ? `${tasks} selected. ${verb} ${dry.count === 1 ? "it" : "them"}?`
+            : `${tasks} match this filter. ${verb} all of them?`;
         count.dataset.count = String(dry.count);
         go.hidden = dry.capped;
         confirm.hidden = false;
@@ -322,7 +361,7 @@ function bulk(section, table) {
   go.addEventListener("click", async () => {
     confirm.hidden = true;
     try {
-      const issued = await api("POST", `${base}/bulk-${action}`, { filter: currentFilter(table) });
+      const issued = await api("POST", `${base}/bulk-${action}`, target);
       const done = await waitForCommand(project, issued.id, (text) => { status.textContent = text; });
       const result = done.result ?? {};
       const outcomes = Object.entries(result.outcomes ?? {}).map(([k, v]) => `${v} ${k}`).join(", ");
