@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from z4j_domain.errors import Conflict
 from z4j_domain.projects import Project
@@ -63,8 +62,7 @@ class _SqlRepository:
 
     def _insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``ON CONFLICT`` on this unit of work's dialect."""
-        module: Any = postgresql if self._uow.dialect == "postgresql" else sqlite
-        return module.insert(table)
+        return self._uow.insert(table)
 
     def _insert_where(
         self, table: sa.Table, values: Mapping[str, Any], *conditions: sa.ColumnElement[bool]

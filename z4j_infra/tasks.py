@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from z4j_domain.canvas import CanvasGathering, CanvasLinks
 from z4j_domain.errors import InvalidInput
@@ -200,7 +200,6 @@ class SqlTaskRepository:
     async def _count(self, project_id: int, delta: StatsDelta) -> None:
         """Add ``delta`` to the project's aggregates, rows in key order (so that
         concurrent writers lock them in the same order, and never deadlock)."""
-        insert = postgresql.insert if self._uow.dialect == "postgresql" else sqlite.insert
         changes = (
             (
                 task_state_counts,
@@ -221,7 +220,7 @@ class SqlTaskRepository:
         )
         for table, keys, rows in changes:
             if rows:
-                statement = insert(table).values(rows)
+                statement = self._uow.insert(table).values(rows)
                 statement = statement.on_conflict_do_update(
                     index_elements=keys,
                     set_={"count": table.c.count + statement.excluded["count"]},

@@ -8,6 +8,7 @@ from typing import Any, Self
 
 import anyio
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from z4j_infra.audit import SqlAuditLogRepository
@@ -64,6 +65,11 @@ class SqlUnitOfWork:
         if self._connection is None:
             raise RuntimeError("use the unit of work as `async with factory() as uow:`")
         return self._connection
+
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT that supports ``ON CONFLICT`` on this unit of work's dialect."""
+        module: Any = postgresql if self.dialect == "postgresql" else sqlite
+        return module.insert(table)
 
     async def execute(
         self,
