@@ -84,6 +84,8 @@ class CommandKind(enum.StrEnum):
     BULK_RETRY = "bulk_retry"
     BULK_CANCEL = "bulk_cancel"
     PURGE = "purge"
+    #: A change to one Celery Beat schedule entry (see :mod:`z4j_domain.beat`).
+    SCHEDULE = "schedule"
 
 
 class CommandStatus(enum.StrEnum):
@@ -344,6 +346,8 @@ class Action(enum.StrEnum):
     RETRY = "retry"
     CANCEL = "cancel"
     PURGE = "purge"
+    #: Create, update, delete, enable, disable or trigger one beat schedule entry.
+    SCHEDULE = "schedule"
 
     @classmethod
     def of(cls, kind: CommandKind) -> Action:
@@ -357,6 +361,7 @@ _ACTIONS: Final = {
     CommandKind.CANCEL: Action.CANCEL,
     CommandKind.BULK_CANCEL: Action.CANCEL,
     CommandKind.PURGE: Action.PURGE,
+    CommandKind.SCHEDULE: Action.SCHEDULE,
 }
 
 
@@ -508,8 +513,9 @@ class CommandPart:
     """brain -> agent: one part of a command (a single action is one part of one item).
 
     ``items`` are :class:`RetryItem` dicts for a retry, ``{"task_id"}`` for a
-    cancel, none for a purge; ``options`` hold the rest (cancel: ``terminate``,
-    ``signal``; purge: ``queue``, ``confirm_depth``). An agent runs a part once:
+    cancel, none for a purge or a schedule change; ``options`` hold the rest
+    (cancel: ``terminate``, ``signal``; purge: ``queue``, ``confirm_depth``;
+    schedule: a :class:`~z4j_domain.beat.ScheduleRequest`). An agent runs a part once:
     the same ``(command_id, part)`` again is answered with the first outcome.
     """
 

@@ -75,6 +75,10 @@ class FrameType(enum.StrEnum):
     COMMAND = "command"
     #: agent -> brain: a command's progress or outcome.
     COMMAND_RESULT = "command_result"
+    #: agent -> brain: a beat scheduler's whole schedule (a SchedulerReport).
+    SCHEDULES = "schedules"
+    #: agent -> brain: beat sent entries' tasks (:class:`~z4j_domain.beat.ScheduleFire`).
+    SCHEDULE_FIRES = "schedule_fires"
     #: either way: closing on purpose (worker shutdown, brain shutdown).
     BYE = "bye"
 

@@ -13,10 +13,12 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from z4j_domain.audit import AuditEntry, AuditPage, AuditQuery, ChainHead, Checkpoint
+from z4j_domain.beat import ScheduleFire, SchedulerInfo, SchedulerReport, StoredEntry
 from z4j_domain.commands import Command, CommandStatus
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
+from z4j_domain.schedules import ScheduleEntry
 from z4j_domain.stats import ONE_MINUTE, FailureSample, FinishCount
 from z4j_domain.tasks import Task, TaskEvent, TaskState
 from z4j_domain.users import Agent, ApiKey, Invitation, Session, User
@@ -32,6 +34,7 @@ __all__ = [
     "MembershipRepository",
     "PasswordHasher",
     "ProjectRepository",
+    "ScheduleRepository",
     "SessionRepository",
     "SettingRepository",
     "TaskEventRepository",
@@ -534,6 +537,73 @@ class CommandRepository(Protocol):
         ...
 
 
+class ScheduleRepository(Protocol):
+    """Celery Beat schedulers and their entries, as their beat agents last reported them.
+
+    A scheduler is named by its agent (:class:`~z4j_domain.beat.SchedulerInfo`);
+    entries are unique by ``(project, scheduler, entry name)``. Fires are kept
+    per entry, newest first, each stored once by its id.
+    """
+
+    async def replace(
+        self, project_id: int, scheduler: str, report: SchedulerReport, at: datetime
+    ) -> None:
+        """Make the scheduler exactly ``report``: its header, and its entries (others removed)."""
+        ...
+
+    async def put(
+        self,
+        project_id: int,
+        scheduler: str,
+        entry: ScheduleEntry,
+        at: datetime,
+        *,
+        replacing: str | None = None,
+    ) -> None:
+        """Store one entry of a known scheduler (replacing the one of its name).
+
+        ``replacing`` names an entry removed in the same step (a rename). Raise
+        :class:`~z4j_domain.errors.NotFound` if the scheduler is unknown.
+        """
+        ...
+
+    async def remove(self, project_id: int, scheduler: str, name: str) -> bool:
+        """Remove one entry (its fires stay); whether there was one."""
+        ...
+
+    async def schedulers(self, project_id: int) -> Sequence[SchedulerInfo]:
+        """The project's schedulers, by name."""
+        ...
+
+    async def scheduler(self, project_id: int, name: str) -> SchedulerInfo | None:
+        """One scheduler, or ``None``."""
+        ...
+
+    async def entries(self, project_id: int, scheduler: str | None = None) -> Sequence[StoredEntry]:
+        """The project's entries (of one scheduler, if named), by scheduler then entry name."""
+        ...
+
+    async def get(self, project_id: int, scheduler: str, name: str) -> StoredEntry | None:
+        """One entry, or ``None``."""
+        ...
+
+    async def add_fires(
+        self, project_id: int, scheduler: str, fires: Sequence[ScheduleFire]
+    ) -> int:
+        """Store fires not stored yet (by id); how many were new."""
+        ...
+
+    async def fires(
+        self, project_id: int, scheduler: str, name: str, limit: int
+    ) -> Sequence[ScheduleFire]:
+        """An entry's most recent fires, newest first (``limit`` at least 1)."""
+        ...
+
+    async def latest_fires(self, project_id: int) -> Mapping[tuple[str, str], ScheduleFire]:
+        """The most recent fire of every entry that has one, by ``(scheduler, name)``."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over every repository.
 
@@ -594,6 +664,11 @@ class UnitOfWork(Protocol):
     @property
     def sessions(self) -> SessionRepository:
         """Browser sessions."""
+        ...
+
+    @property
+    def schedules(self) -> ScheduleRepository:
+        """Celery Beat schedulers and entries."""
         ...
 
     @property

@@ -25,12 +25,14 @@ from z4j_domain.audit import (
     Checkpoint,
     genesis_head,
 )
+from z4j_domain.beat import ScheduleFire, SchedulerInfo, SchedulerReport, StoredEntry
 from z4j_domain.canvas import CanvasGathering
 from z4j_domain.commands import Command, CommandStatus
-from z4j_domain.errors import Conflict, InvalidInput
+from z4j_domain.errors import Conflict, InvalidInput, NotFound
 from z4j_domain.projects import Project
 from z4j_domain.queries import QueueCount, TaskCursor, TaskFilter, TaskPage, TaskQuery
 from z4j_domain.rbac import Membership, Role
+from z4j_domain.schedules import ScheduleEntry
 from z4j_domain.stats import (
     ONE_MINUTE,
     FailureSample,
@@ -93,6 +95,9 @@ class _State:
     invitations: dict[int, Invitation] = attrs.Factory(dict)
     sessions: dict[int, Session] = attrs.Factory(dict)
     commands: dict[str, Command] = attrs.Factory(dict)
+    schedulers: dict[tuple[int, str], SchedulerInfo] = attrs.Factory(dict)
+    schedule_entries: dict[tuple[int, str, str], StoredEntry] = attrs.Factory(dict)
+    schedule_fires: dict[tuple[int, str], tuple[str, ScheduleFire]] = attrs.Factory(dict)
     audit_entries: dict[int, AuditEntry] = attrs.Factory(dict)
     audit_checkpoints: dict[int, Checkpoint] = attrs.Factory(dict)
     audit_head: ChainHead = attrs.Factory(genesis_head)
@@ -759,6 +764,98 @@ class InMemoryCommandRepository(_Repository):
         return True
 
 
+class InMemoryScheduleRepository(_Repository):
+    """:class:`~z4j_domain.ports.ScheduleRepository` over dicts."""
+
+    async def replace(
+        self, project_id: int, scheduler: str, report: SchedulerReport, at: datetime
+    ) -> None:
+        self._state.schedulers[(project_id, scheduler)] = SchedulerInfo.of(scheduler, report, at)
+        entries = self._state.schedule_entries
+        names = {entry.name for entry in report.entries}
+        for key in [k for k in entries if k[:2] == (project_id, scheduler) and k[2] not in names]:
+            del entries[key]
+        for entry in report.entries:
+            key = (project_id, scheduler, entry.name)
+            stored = entries.get(key)
+            if stored is None or stored.entry != entry:
+                entries[key] = StoredEntry(scheduler=scheduler, entry=entry, updated_at=at)
+
+    async def put(
+        self,
+        project_id: int,
+        scheduler: str,
+        entry: ScheduleEntry,
+        at: datetime,
+        *,
+        replacing: str | None = None,
+    ) -> None:
+        if (project_id, scheduler) not in self._state.schedulers:
+            raise NotFound(f"no scheduler {scheduler!r} in the project")
+        if replacing is not None:
+            self._state.schedule_entries.pop((project_id, scheduler, replacing), None)
+        self._state.schedule_entries[(project_id, scheduler, entry.name)] = StoredEntry(
+            scheduler=scheduler, entry=entry, updated_at=at
+        )
+
+    async def remove(self, project_id: int, scheduler: str, name: str) -> bool:
+        return self._state.schedule_entries.pop((project_id, scheduler, name), None) is not None
+
+    async def schedulers(self, project_id: int) -> Sequence[SchedulerInfo]:
+        found = [info for (pid, _), info in self._state.schedulers.items() if pid == project_id]
+        return sorted(found, key=lambda info: info.name)
+
+    async def scheduler(self, project_id: int, name: str) -> SchedulerInfo | None:
+        return self._state.schedulers.get((project_id, name))
+
+    async def entries(self, project_id: int, scheduler: str | None = None) -> Sequence[StoredEntry]:
+        found = [
+            (key, stored)
+            for key, stored in self._state.schedule_entries.items()
+            if key[0] == project_id and (scheduler is None or key[1] == scheduler)
+        ]
+        return [stored for _, stored in sorted(found, key=lambda item: item[0])]
+
+    async def get(self, project_id: int, scheduler: str, name: str) -> StoredEntry | None:
+        return self._state.schedule_entries.get((project_id, scheduler, name))
+
+    async def add_fires(
+        self, project_id: int, scheduler: str, fires: Sequence[ScheduleFire]
+    ) -> int:
+        added = 0
+        for fire in fires:
+            key = (project_id, fire.id)
+            if key not in self._state.schedule_fires:
+                self._state.schedule_fires[key] = (scheduler, fire)
+                added += 1
+        return added
+
+    def _fires(self, project_id: int) -> list[tuple[str, ScheduleFire]]:
+        found = [
+            value for (pid, _), value in self._state.schedule_fires.items() if pid == project_id
+        ]
+        found.sort(key=lambda item: (item[1].fired_at, item[1].id), reverse=True)
+        return found
+
+    async def fires(
+        self, project_id: int, scheduler: str, name: str, limit: int
+    ) -> Sequence[ScheduleFire]:
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        found = [
+            fire
+            for owner, fire in self._fires(project_id)
+            if owner == scheduler and fire.schedule == name
+        ]
+        return found[:limit]
+
+    async def latest_fires(self, project_id: int) -> Mapping[tuple[str, str], ScheduleFire]:
+        latest: dict[tuple[str, str], ScheduleFire] = {}
+        for owner, fire in self._fires(project_id):
+            latest.setdefault((owner, fire.schedule), fire)
+        return latest
+
+
 class InMemoryAuditLogRepository(_Repository):
     """:class:`~z4j_domain.ports.AuditLogRepository` over a dict.
 
@@ -865,6 +962,7 @@ class InMemoryUnitOfWork:
         self.invitations = InMemoryInvitationRepository(self)
         self.sessions = InMemorySessionRepository(self)
         self.commands = InMemoryCommandRepository(self)
+        self.schedules = InMemoryScheduleRepository(self)
         self.audit = InMemoryAuditLogRepository(self)
 
     def lock_audit(self) -> None:
