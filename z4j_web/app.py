@@ -27,6 +27,7 @@ from z4j_web import (
     pages_account,
     pages_admin,
     pages_ops,
+    schedules,
 )
 from z4j_web.commands import Dispatcher
 from z4j_web.errors import register_error_handlers
@@ -147,6 +148,7 @@ def create_app(
     app.register_blueprint(health.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(actions.blueprint)
+    app.register_blueprint(schedules.blueprint)
     app.register_blueprint(account.blueprint)
     app.register_blueprint(members.blueprint)
     app.register_blueprint(onboarding.blueprint)

@@ -47,6 +47,7 @@ from typing import Any, Final, Protocol
 import attrs
 
 from z4j_domain.audit import AuditRecord
+from z4j_domain.beat import ScheduleOp, ScheduleOutcome, ScheduleRequest
 from z4j_domain.commands import (
     MAX_PART_BYTES,
     MAX_PART_ITEMS,
@@ -64,7 +65,7 @@ from z4j_domain.commands import (
     retry_task_id,
 )
 from z4j_domain.encoding import canonical_json, utc_isoformat
-from z4j_domain.errors import Conflict, InvalidInput
+from z4j_domain.errors import Conflict, InvalidInput, NotFound
 from z4j_domain.projects import Project
 from z4j_domain.queries import TaskCursor, TaskFilter, TaskQuery
 from z4j_domain.tasks import Task
@@ -99,6 +100,7 @@ _AUDIT_ACTIONS: Final = {
     CommandKind.BULK_RETRY: "tasks.bulk_retry",
     CommandKind.BULK_CANCEL: "tasks.bulk_cancel",
     CommandKind.PURGE: "queue.purge",
+    CommandKind.SCHEDULE: "schedule",
 }
 _BULK: Final = frozenset({CommandKind.BULK_RETRY, CommandKind.BULK_CANCEL})
 
@@ -110,6 +112,14 @@ class AgentLink(reconciler.AgentLink, Protocol):
     def capabilities(self) -> frozenset[str]:
         """The actions the agent said it can run (``retry``, ``cancel``, ``purge``)."""
         ...
+
+
+def _audit_action(command: Command) -> str:
+    """The audit action of a command: ``task.retry``, ..., ``schedule.<op>``."""
+    base = _AUDIT_ACTIONS[command.kind]
+    if command.kind is CommandKind.SCHEDULE:
+        return f"{base}.{command.params['request']['op']}"
+    return base
 
 
 def new_command_id() -> str:
@@ -155,6 +165,10 @@ def _request_summary(command: Command) -> dict[str, Any]:
         summary["new_task_id"] = item.get("new_task_id")
         if item.get("queue") is not None:
             summary["queue"] = item.get("queue")
+    if command.kind is CommandKind.SCHEDULE:
+        request = params["request"]
+        summary.update(scheduler=params["scheduler"], name=request["name"])
+        summary.update(before=params.get("before"), requested=request.get("entry"))
     if params.get("filter") is not None:
         summary["filter"] = params["filter"]
     if params.get("ids") is not None:
@@ -204,7 +218,7 @@ async def issue(
             return stored, False
         await work.append(
             change.actor.record(
-                f"{_AUDIT_ACTIONS[kind]}.requested",
+                f"{_audit_action(command)}.requested",
                 now,
                 target=str(params.get("target")),
                 project_id=project.id,
@@ -402,8 +416,19 @@ class Dispatcher:
                     self._carry_out(claimed), name=f"z4j-command-{command.id}"
                 )
 
-    def _pick(self, project_id: int, action: Action, prefer: str | None = None) -> AgentLink | None:
-        able = [link for link in self._links.get(project_id, []) if action in link.capabilities]
+    def _pick(
+        self,
+        project_id: int,
+        action: Action,
+        prefer: str | None = None,
+        *,
+        only: str | None = None,
+    ) -> AgentLink | None:
+        able = [
+            link
+            for link in self._links.get(project_id, [])
+            if action in link.capabilities and (only is None or link.agent_name == only)
+        ]
         if not able:
             return None
         for link in able:
@@ -488,6 +513,16 @@ class Dispatcher:
             )
         elif command.kind is CommandKind.CANCEL:
             yield _cancel_part(command, 0, [{"task_id": params["task_id"]}]), []
+        elif command.kind is CommandKind.SCHEDULE:
+            yield (
+                CommandPart(
+                    command_id=command.id,
+                    action=Action.SCHEDULE,
+                    part=0,
+                    options=params["request"],
+                ),
+                [],
+            )
         elif command.kind is CommandKind.PURGE:
             options = {"queue": params["queue"], "confirm_depth": params.get("confirm_depth")}
             yield (
@@ -601,7 +636,9 @@ class Dispatcher:
         Before the command was acknowledged, no agent means it goes back to pending.
         """
         while True:
-            link = self._pick(command.project_id, action, prefer=command.agent)
+            # A schedule change goes to the agent of its scheduler, and no other.
+            only = command.params.get("scheduler") if action is Action.SCHEDULE else None
+            link = self._pick(command.project_id, action, prefer=command.agent, only=only)
             if link is not None:
                 return link
             if command.status is CommandStatus.DELIVERED:
@@ -622,6 +659,8 @@ class Dispatcher:
             if not await work.uow.commands.save(command):
                 return
             await work.append(_outcome_record(actor, command))
+            if command.kind is CommandKind.SCHEDULE and command.status is CommandStatus.SUCCEEDED:
+                await _store_schedule_outcome(work.uow, command)
             await work.commit()
         _log.log(
             logging.INFO if command.status is CommandStatus.SUCCEEDED else logging.WARNING,
@@ -638,16 +677,47 @@ class Dispatcher:
         self._runtime.live.publish(
             command.project_id, {"type": "commands", "items": [command_to_dict(command)]}
         )
+        if command.kind is CommandKind.SCHEDULE and command.status.is_finished:
+            self._runtime.live.publish(command.project_id, {"type": "schedules"})
+
+
+async def _store_schedule_outcome(uow: Any, command: Command) -> None:
+    """Keep the brain's copy of a changed entry as the agent now reports it, at once.
+
+    The agent's next full report says the same; this saves the wait for it.
+    """
+    params = command.params
+    request = ScheduleRequest.from_dict(params["request"])
+    outcome = ScheduleOutcome.from_dict(command.result or {})
+    scheduler = params["scheduler"]
+    at = command.finished_at or command.created_at
+    try:
+        if request.op is ScheduleOp.DELETE:
+            await uow.schedules.remove(command.project_id, scheduler, request.name)
+        elif outcome.entry is not None:
+            replacing = request.name if request.name != outcome.entry.name else None
+            await uow.schedules.put(
+                command.project_id, scheduler, outcome.entry, at, replacing=replacing
+            )
+    except NotFound:
+        _log.info("command %s: scheduler %s is no longer known", command.id, scheduler)
 
 
 def _outcome_record(actor: Actor, command: Command) -> AuditRecord:
     details: dict[str, Any] = {"command": command.id, "outcome": command.status.value}
+    if command.kind is CommandKind.SCHEDULE:
+        # Before and after, side by side: what the entry was, and what the scheduler now holds.
+        details["scheduler"] = command.params["scheduler"]
+        details["name"] = command.params["request"]["name"]
+        details["before"] = command.params.get("before")
+        if command.status is CommandStatus.SUCCEEDED and command.result is not None:
+            details["after"] = command.result.get("entry")
     if command.error is not None:
         details["error"] = command.error
     if command.result is not None:
         details["result"] = dict(command.result)
     return actor.record(
-        f"{_AUDIT_ACTIONS[command.kind]}.{command.status.value}",
+        f"{_audit_action(command)}.{command.status.value}",
         command.finished_at or command.created_at,
         target=str(command.params.get("target")),
         project_id=command.project_id,
@@ -660,6 +730,12 @@ def _single_outcome(command: Command, report: PartReport, now: datetime) -> Comm
         return command.finish(
             now, result=report.result, error=report.error or "the agent could not run it"
         )
+    if command.kind is CommandKind.SCHEDULE:
+        try:
+            changed = ScheduleOutcome.from_dict(report.result or {})
+        except InvalidInput as error:
+            return command.finish(now, error=f"the agent's outcome is unreadable: {error}")
+        return command.finish(now, result=changed.to_dict())
     if command.kind is CommandKind.PURGE:
         return command.finish(now, result=report.result or {})
     if not report.outcomes:

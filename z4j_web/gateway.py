@@ -54,6 +54,7 @@ from typing import Any, Final
 import attrs
 from quart import Blueprint, Response, websocket
 
+from z4j_domain.beat import ScheduleFire, SchedulerReport
 from z4j_domain.commands import Action, PartReport
 from z4j_domain.errors import InvalidInput
 from z4j_domain.frames import (
@@ -90,6 +91,8 @@ __all__ = [
     "EventsBatch",
     "Heartbeat",
     "ProtocolViolation",
+    "ScheduleFires",
+    "Schedules",
     "blueprint",
 ]
 
@@ -173,9 +176,12 @@ class EventsBatch:
 
 @attrs.frozen(kw_only=True)
 class Heartbeat:
-    """A ``heartbeat`` frame's worker report (``first_seen_at`` still to be merged)."""
+    """A ``heartbeat`` frame's worker report (``first_seen_at`` still to be merged).
 
-    worker: Worker
+    A beat agent's heartbeat has no worker (``None``): it only says the agent is alive.
+    """
+
+    worker: Worker | None
     #: The ids of the tasks the worker holds, or ``None`` when it did not say.
     tasks: tuple[str, ...] | None = None
 
@@ -186,6 +192,20 @@ class CommandResult:
 
     command: str
     answers: tuple[ProbeAnswer, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Schedules:
+    """A ``schedules`` frame: a beat agent's whole scheduler."""
+
+    report: SchedulerReport
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleFires:
+    """A ``schedule_fires`` frame: entries whose tasks beat sent."""
+
+    fires: tuple[ScheduleFire, ...]
 
 
 @attrs.frozen(kw_only=True)
@@ -207,6 +227,10 @@ class Hello:
     kind: str | None
     #: The actions the agent can run (``retry``, ``cancel``, ``purge``); none if it did not say.
     capabilities: frozenset[str] = frozenset()
+
+
+#: What one frame after the hello can ask the brain to do.
+Message = EventsBatch | Heartbeat | Bye | CommandResult | PartReport | Schedules | ScheduleFires
 
 
 def _reject(error: FrameRejected) -> ProtocolViolation:
@@ -420,9 +444,7 @@ class AgentSession:
             },
         )
 
-    def receive(
-        self, text: str | bytes
-    ) -> EventsBatch | Heartbeat | Bye | CommandResult | PartReport | None:
+    def receive(self, text: str | bytes) -> Message | None:
         """Verify one frame after the hello and say what it asks for (``None``: nothing)."""
         if self.nonce is None:
             raise RuntimeError("no session yet: handle the hello first")
@@ -445,7 +467,19 @@ class AgentSession:
             return EventsBatch(number=number, events=tuple(valid), invalid=tuple(invalid))
         if frame.type is FrameType.HEARTBEAT:
             now = self._clock.now()
+            if body.get("worker") is None:
+                return Heartbeat(worker=None, tasks=None)
             return Heartbeat(worker=_worker(body.get("worker"), now), tasks=_task_ids(body))
+        if frame.type is FrameType.SCHEDULES:
+            try:
+                return Schedules(report=SchedulerReport.from_body(body))
+            except InvalidInput as error:
+                raise ProtocolViolation("malformed", f"schedules: {error}") from None
+        if frame.type is FrameType.SCHEDULE_FIRES:
+            try:
+                return ScheduleFires(fires=ScheduleFire.from_body(body))
+            except InvalidInput as error:
+                raise ProtocolViolation("malformed", f"schedule fires: {error}") from None
         if frame.type is FrameType.BYE:
             reason = _text(body, "reason") or ""
             worker = _text(body, "worker", limit=_MAX_ID_LENGTH)
@@ -650,10 +684,17 @@ class AgentConnection:
                     return self._rejected(
                         ProtocolViolation("unauthorized", "the agent was revoked")
                     )
-                await self._save_worker(message.worker)
-                self._runtime.reconciler.report(
-                    self._project_id, message.worker.hostname, message.tasks
-                )
+                if message.worker is not None:
+                    await self._save_worker(message.worker)
+                    self._runtime.reconciler.report(
+                        self._project_id, message.worker.hostname, message.tasks
+                    )
+            elif isinstance(message, Schedules):
+                self._metrics.frames_accepted.labels(type="schedules").inc()
+                await self._store_schedules(message.report)
+            elif isinstance(message, ScheduleFires):
+                self._metrics.frames_accepted.labels(type="schedule_fires").inc()
+                await self._store_fires(message.fires)
             elif isinstance(message, CommandResult):
                 self._metrics.frames_accepted.labels(type="command_result").inc()
                 self._runtime.reconciler.answered(self._project_id, message.answers)
@@ -725,6 +766,39 @@ class AgentConnection:
             # Keep serving through a database hiccup; the next heartbeat checks again.
             _log.exception("could not re-check agent %s", identity.agent.name)
         return True
+
+    async def _store_schedules(self, report: SchedulerReport) -> None:
+        project_id, name = self._project_id, self._session.agent_name
+        at = self._runtime.clock.now()
+        try:
+            await services.write_only(
+                self._runtime.uow, lambda uow: uow.schedules.replace(project_id, name, report, at)
+            )
+        except StorageError:
+            # The agent reports again on its next change or session; nothing else is lost.
+            _log.exception("could not store the schedules of agent %s", name)
+            return
+        _log.info(
+            "agent %s reported its %s scheduler: %d entries, %d refused",
+            name,
+            report.kind.value,
+            len(report.entries),
+            len(report.refused),
+        )
+        self._runtime.live.publish(project_id, {"type": "schedules"})
+
+    async def _store_fires(self, fires: tuple[ScheduleFire, ...]) -> None:
+        project_id, name = self._project_id, self._session.agent_name
+        try:
+            added = await services.write_only(
+                self._runtime.uow, lambda uow: uow.schedules.add_fires(project_id, name, fires)
+            )
+        except StorageError:
+            # The agent sends its recent fires again at its next session.
+            _log.exception("could not store schedule fires of agent %s", name)
+            return
+        if added:
+            self._runtime.live.publish(project_id, {"type": "schedules"})
 
     async def _stored_worker(self, hostname: str) -> Worker | None:
         known = self._workers.get(hostname)

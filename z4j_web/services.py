@@ -13,7 +13,7 @@ import hmac
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio.to_thread
 import attrs
@@ -45,6 +45,8 @@ from z4j_web.errors import (
 
 if TYPE_CHECKING:
     from z4j_infra.database import Database
+
+_T = TypeVar("_T")
 
 __all__ = [
     "AGENT_TOKEN_PREFIX",
@@ -285,8 +287,8 @@ async def _create_first_admin(
 
 
 async def write_only(
-    uow_factory: UnitOfWorkFactory, write: Callable[[UnitOfWork], Awaitable[None]]
-) -> None:
+    uow_factory: UnitOfWorkFactory, write: Callable[[UnitOfWork], Awaitable[_T]]
+) -> _T:
     """Run ``write`` in a transaction of its own that writes before it reads anything.
 
     On SQLite a transaction that has read and then writes fails at once
@@ -294,8 +296,9 @@ async def write_only(
     committed in between; one that starts by writing waits for the lock.
     """
     async with uow_factory() as uow:
-        await write(uow)
+        result = await write(uow)
         await uow.commit()
+    return result
 
 
 # -- agents -------------------------------------------------------------------------

@@ -69,6 +69,46 @@ ENDPOINTS: Final = [
     ),
     Endpoint("DELETE", f"{P}/invitations/999999", Permission.MANAGE_MEMBERS, ok=404),
     Endpoint("GET", f"{P}/audit", Permission.READ_AUDIT),
+    Endpoint("GET", f"{P}/schedules", Permission.READ_TASKS),
+    Endpoint("GET", f"{P}/schedules/no-beat/nightly", Permission.READ_TASKS, ok=404),
+    Endpoint(
+        "POST",
+        f"{P}/schedules/preview",
+        Permission.READ_TASKS,
+        body={"schedule": {"kind": "crontab", "minute": "*/5"}},
+    ),
+    # No scheduler has reported: a permitted change finds none (404) and stores nothing.
+    Endpoint(
+        "POST",
+        f"{P}/schedules",
+        Permission.MANAGE_SCHEDULES,
+        ok=404,
+        body={
+            "scheduler": "no-beat",
+            "entry": {
+                "name": "nightly",
+                "task": "app.report",
+                "schedule": {"kind": "interval", "every": 5, "period": "seconds"},
+            },
+        },
+    ),
+    Endpoint(
+        "PUT",
+        f"{P}/schedules/no-beat/nightly",
+        Permission.MANAGE_SCHEDULES,
+        ok=404,
+        body={
+            "entry": {
+                "name": "nightly",
+                "task": "app.report",
+                "schedule": {"kind": "interval", "every": 5, "period": "seconds"},
+            }
+        },
+    ),
+    Endpoint("DELETE", f"{P}/schedules/no-beat/nightly", Permission.MANAGE_SCHEDULES, ok=404),
+    Endpoint("POST", f"{P}/schedules/no-beat/nightly/enable", Permission.MANAGE_SCHEDULES, ok=404),
+    Endpoint("POST", f"{P}/schedules/no-beat/nightly/disable", Permission.MANAGE_SCHEDULES, ok=404),
+    Endpoint("POST", f"{P}/schedules/no-beat/nightly/trigger", Permission.MANAGE_SCHEDULES, ok=404),
     # Actions only store a command (no agent is connected), so any order is fine.
     Endpoint("POST", f"{P}/tasks/t-01/retry", Permission.RETRY, ok=202),
     Endpoint("POST", f"{P}/tasks/t-03/cancel", Permission.CANCEL, ok=202),
