@@ -25,6 +25,7 @@ from z4j_infra.repositories import (
     SqlUserRepository,
     SqlWorkerRepository,
 )
+from z4j_infra.schedules import SqlScheduleRepository
 from z4j_infra.secrets import new_token
 from z4j_infra.settings import Settings, load_settings, normalize_database_url
 from z4j_infra.unit_of_work import SqlUnitOfWork
@@ -41,6 +42,7 @@ __all__ = [
     "SqlInvitationRepository",
     "SqlMembershipRepository",
     "SqlProjectRepository",
+    "SqlScheduleRepository",
     "SqlSessionRepository",
     "SqlSettingRepository",
     "SqlTaskEventRepository",

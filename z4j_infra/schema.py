@@ -8,9 +8,10 @@ Conventions:
 * Celery's ids (task, event, canvas links) are ``String(255)``; names, queues,
   hostnames and texts are ``Text``.
 
-High-volume tables (``tasks``, ``task_events``, ``workers``) carry
-``project_id`` without a foreign key: a per-row constraint check on the ingest
-path costs throughput, and projects are never deleted behind their data's back.
+High-volume tables (``tasks``, ``task_events``, ``workers``,
+``schedule_fires``) carry ``project_id`` without a foreign key: a per-row
+constraint check on the ingest path costs throughput, and projects are never
+deleted behind their data's back.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ __all__ = [
     "memberships",
     "metadata",
     "projects",
+    "schedule_entries",
+    "schedule_fires",
+    "schedulers",
     "sessions",
     "settings",
     "task_events",
@@ -118,6 +122,11 @@ _TaskId: Final = sa.String(255).with_variant(sa.String(255, collation="C"), "pos
 
 def _id() -> Any:
     return sa.String(255)
+
+
+def _ordered_name() -> Any:
+    """A name a list is sorted by: in code-point order, as the domain sorts (see ``_TaskId``)."""
+    return sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 
 
 projects: Final = sa.Table(
@@ -459,4 +468,68 @@ workers: Final = sa.Table(
     sa.Column("loadavg", JSONType),
     sa.Column("queues", JSONType),
     sa.Column("software", sa.Text),
+)
+
+# Added by migration 0009: Celery Beat schedulers as their beat agents last
+# reported them (z4j_domain.beat), each named by its agent. The header's lists
+# and each entry are JSON text (z4j_infra.jsontext), always read whole: TEXT
+# keeps the document exactly as encoded, where JSONB would re-render numbers.
+# An entry's task, flag and times are copied out of the document for queries.
+schedulers: Final = sa.Table(
+    "schedulers",
+    metadata,
+    sa.Column(
+        "project_id",
+        sa.Integer,
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("name", _ordered_name(), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("class_path", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False),
+    sa.Column("writable", sa.Boolean, nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("known_tasks", sa.Text, nullable=False),
+    sa.Column("refused", sa.Text, nullable=False),
+    sa.Column("reported_at", Timestamp, nullable=False),
+)
+
+# The primary key is also the listing's index (by scheduler, then entry name).
+schedule_entries: Final = sa.Table(
+    "schedule_entries",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("scheduler", _ordered_name(), primary_key=True),
+    sa.Column("name", _ordered_name(), primary_key=True),
+    sa.Column("task", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("entry", sa.Text, nullable=False),
+    sa.Column("next_run_at", Timestamp),
+    sa.Column("last_run_at", Timestamp),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["project_id", "scheduler"],
+        ["schedulers.project_id", "schedulers.name"],
+        ondelete="CASCADE",
+    ),
+)
+
+# Fires outlive their entry (a removed entry's history stays), so they refer
+# to it by name only, and, like the other high-volume tables, carry
+# ``project_id`` without a foreign key. Ids are the agents' (uuids); the C
+# collation makes them tie-break in code-point order, as the fake does. The
+# index serves an entry's fires newest first by a backward scan.
+schedule_fires: Final = sa.Table(
+    "schedule_fires",
+    metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("id", _ordered_name(), primary_key=True),
+    sa.Column("scheduler", _ordered_name(), nullable=False),
+    sa.Column("schedule", _ordered_name(), nullable=False),
+    sa.Column("task_id", _id(), nullable=True),
+    sa.Column("fired_at", Timestamp, nullable=False),
+    sa.Column("manual", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_schedule_fires_schedule", "project_id", "scheduler", "schedule", "fired_at", "id"),
 )

@@ -25,6 +25,7 @@ from z4j_infra.repositories import (
     SqlUserRepository,
     SqlWorkerRepository,
 )
+from z4j_infra.schedules import SqlScheduleRepository
 from z4j_infra.tasks import SqlTaskEventRepository, SqlTaskRepository
 
 __all__ = ["SqlUnitOfWork"]
@@ -58,6 +59,7 @@ class SqlUnitOfWork:
         self.sessions = SqlSessionRepository(self)
         self.commands = SqlCommandRepository(self)
         self.audit = SqlAuditLogRepository(self)
+        self.schedules = SqlScheduleRepository(self)
 
     @property
     def connection(self) -> AsyncConnection:

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from z4j_domain.beat import ScheduleFire, SchedulerKind, SchedulerReport
+from z4j_domain.schedules import CrontabSchedule, ScheduleEntry
 from z4j_domain.stats import aggregate, finish_minute
 from z4j_domain.tasks import EventKind, TaskEvent
 from z4j_infra.database import Database
@@ -43,7 +45,7 @@ async def test_upgrade_gives_the_metadata(empty_url: str) -> None:
     """After `migrate`, autogenerate finds nothing to change: tables, columns, types, indexes."""
     database = await Database.connect(empty_url)
     try:
-        assert await revisions(database) == (None, "0008")
+        assert await revisions(database) == (None, "0009")
         await migrate(database)
         async with database.engine.connect() as connection:
             assert await connection.run_sync(_differences) == []
@@ -128,5 +130,54 @@ async def test_the_statistics_revision_fills_its_tables_from_the_stored_tasks(
                 project.id, finish_minute(start) - timedelta(days=1)
             )
         assert {(c.minute, c.state): c.count for c in finishes} == expected.finishes
+    finally:
+        await database.dispose()
+
+
+async def test_the_schedules_revision_goes_down_and_up_again(empty_url: str) -> None:
+    """Downgrading to 0008 drops exactly the three schedule tables (projects stay); upgrading
+    again gives empty tables the repository stores schedules in."""
+    database = await Database.connect(empty_url)
+    schedule_tables = {"schedulers", "schedule_entries", "schedule_fires"}
+    at = datetime(2026, 3, 8, 12, tzinfo=UTC)
+    entry = ScheduleEntry(
+        name="nightly ✓", task="app.tasks.report", schedule=CrontabSchedule(minute="0", hour="3")
+    )
+    report = SchedulerReport(
+        kind=SchedulerKind.DJANGO,
+        class_path="django_celery_beat.schedulers:DatabaseScheduler",
+        timezone="UTC",
+        writable=True,
+        entries=[entry],
+    )
+    fire = ScheduleFire(id="f-1", schedule=entry.name, fired_at=at, task_id="t-1")
+    try:
+        await migrate(database)
+        async with database.unit_of_work() as uow:
+            project = await uow.projects.create(slug="p", name="P", created_at=at)
+            await uow.schedules.replace(project.id, "beat", report, at)
+            assert await uow.schedules.add_fires(project.id, "beat", [fire]) == 1
+            await uow.commit()
+        await downgrade(database, "0008")
+        async with database.engine.connect() as connection:
+            tables = await connection.run_sync(_tables)
+        assert tables.isdisjoint(schedule_tables)
+        assert tables >= set(metadata.tables) - schedule_tables
+        assert await revisions(database) == ("0008", "0009")
+        await migrate(database)
+        async with database.engine.connect() as connection:
+            assert await connection.run_sync(_differences) == []
+        async with database.unit_of_work() as uow:
+            assert await uow.projects.get(project.id) is not None
+            assert await uow.schedules.schedulers(project.id) == []
+            assert await uow.schedules.latest_fires(project.id) == {}
+            await uow.schedules.replace(project.id, "beat", report, at)
+            assert await uow.schedules.add_fires(project.id, "beat", [fire]) == 1
+            await uow.commit()
+        async with database.unit_of_work() as uow:
+            stored = await uow.schedules.get(project.id, "beat", entry.name)
+            assert stored is not None
+            assert stored.entry == entry
+            assert await uow.schedules.fires(project.id, "beat", entry.name, 5) == [fire]
     finally:
         await database.dispose()
