@@ -20,7 +20,6 @@ beat process), so one project can have several beats.
 from __future__ import annotations
 
 import enum
-import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -283,8 +282,8 @@ def _optional_id(value: object) -> str | None:
 class ScheduleFire:
     """Beat sent an entry's task (or tried to): when, which task, by schedule or by hand.
 
-    ``id`` is the agent's, unique: the brain stores a fire once however often
-    it is reported. ``task_id`` is ``None`` when sending failed (``error``
+    ``id`` is the agent's, unique (a random UUID, say): the brain stores a fire
+    once however often it is reported. ``task_id`` is ``None`` when sending failed (``error``
     says why).
     """
 
@@ -294,11 +293,6 @@ class ScheduleFire:
     task_id: str | None = attrs.field(default=None, converter=_optional_id)
     manual: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     error: str | None = attrs.field(default=None, converter=_optional_error)
-
-    @staticmethod
-    def new_id() -> str:
-        """A fresh fire id."""
-        return str(uuid.uuid4())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
