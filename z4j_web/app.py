@@ -27,6 +27,7 @@ from z4j_web import (
     pages_account,
     pages_admin,
     pages_ops,
+    pages_schedules,
     schedules,
 )
 from z4j_web.commands import Dispatcher
@@ -157,6 +158,7 @@ def create_app(
     app.register_blueprint(pages_ops.blueprint)
     app.register_blueprint(overview.blueprint)
     app.register_blueprint(pages_account.blueprint)
+    app.register_blueprint(pages_schedules.blueprint)
     app.register_blueprint(gateway.blueprint)
     app.register_blueprint(live.blueprint)
     app.register_blueprint(metrics.blueprint)

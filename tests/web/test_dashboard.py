@@ -47,6 +47,8 @@ PAGES: Final = [
     "/projects/default/tasks/t-01",
     "/projects/default/workers",
     "/projects/default/queues",
+    "/projects/default/schedules",
+    "/projects/default/schedules/beat/heartbeat",
     "/projects/default/agents",
     "/projects/default/members",
     "/projects/default/audit",

@@ -832,3 +832,533 @@ if (apiKeysRoot) apiKeysPage(apiKeysRoot);
 const redactionSettings = document.querySelector("[data-redaction-form]");
 if (redactionSettings) redactionForm(redactionSettings);
 // == end of pages_account ========================================================================
+
+// == pages_schedules: the schedules list, the entry form with its cron helper, an entry's page =====
+// Every change is a schedule command sent with ?wait=10: the answer is the finished command, or
+// the command still on its way to the beat agent, followed then through the dashboard socket
+// (its "commands" messages) and by polling GET /commands/<id>.
+
+const COMMAND_FINISHED = ["succeeded", "failed", "timed_out"];
+// The list redraws this long after a "schedules" message (several come together).
+const SCHEDULES_PAUSE = 800;
+// The cron helper asks for a preview this long after the last keystroke.
+const PREVIEW_PAUSE = 350;
+
+function sayNodes(node, ok, ...children) {
+  node.replaceChildren(...children);
+  node.dataset.outcome = ok ? "ok" : "error";
+  node.classList.toggle("error", !ok);
+}
+
+function utcText(iso) {
+  return `${iso.slice(0, 19).replace("T", " ")} UTC`;
+}
+
+function localText(iso, seconds) {
+  return new Date(iso).toLocaleString(undefined, {
+    weekday: "short", year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: seconds ? "2-digit" : undefined, timeZoneName: "short",
+  });
+}
+
+// Server-rendered fire times (UTC) also in the reader's own time.
+function localTimes(root) {
+  for (const time of root.querySelectorAll("time[data-local-time]")) {
+    if (time.nextElementSibling?.matches("[data-local]")) continue;
+    time.after(el("span", { class: "muted", "data-local": "" }, ` · your time: ${localText(time.dateTime, true)}`));
+  }
+}
+
+// The field an API or form message is about ("schedule.minute: …", "day_of_month '30' never…").
+function fieldOf(message) {
+  if (/already has an entry named/.test(message)) return "name";
+  return /^(?:schedule\.|options\.)?([a-z_]+)\b/.exec(message)?.[1] ?? null;
+}
+
+function schedulesPage(root) {
+  const project = root.dataset.project;
+  const base = `/api/v1/projects/${encodeURIComponent(project)}/schedules`;
+  const status = root.querySelector("[data-schedules-status]");
+  const watchers = new Map();
+  let pending = null;
+  let form = null;
+
+  const entryPath = (scheduler, name) => `${base}/${encodeURIComponent(scheduler)}/${encodeURIComponent(name)}`;
+
+  async function refresh() {
+    pending = null;
+    try {
+      const response = await fetch(location.href, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      const body = fresh.querySelector("[data-schedules-body]");
+      if (body) root.querySelector("[data-schedules-body]").replaceWith(body);
+      // A first writable scheduler brings the form; an open form is never replaced.
+      const area = root.querySelector("[data-form-area]");
+      const freshArea = fresh.querySelector("[data-form-area]");
+      if (area && freshArea && !form && freshArea.querySelector("[data-schedule-form]")) {
+        area.replaceWith(freshArea);
+        startForm();
+      } else if (form && freshArea) {
+        form.schedulers(freshArea.querySelector("[data-form-scheduler]"));
+      }
+      localTimes(root);
+      form?.tasks();
+      root.dataset.refreshed = String(Number(root.dataset.refreshed || "0") + 1);
+    } catch {
+      // The socket's status line already says when the server is out of reach.
+    }
+  }
+  const redraw = () => { if (pending === null) pending = setTimeout(refresh, SCHEDULES_PAUSE); };
+
+  liveSocket(project, root, root.querySelector("[data-live-status]"),
+    "Live: the page redraws as schedules change and beat fires.", (message) => {
+      if (message.type === "schedules") redraw();
+      else if (message.type === "commands") for (const command of message.items) watchers.get(command.id)?.(command);
+    });
+
+  // The finished command: from the socket, or from polling when a message was missed.
+  function follow(command, show) {
+    return new Promise((resolve) => {
+      let done = false;
+      const settle = (current) => {
+        if (done) return;
+        if (COMMAND_FINISHED.includes(current.status)) {
+          done = true;
+          watchers.delete(command.id);
+          resolve(current);
+        } else show(waiting(current));
+      };
+      watchers.set(command.id, settle);
+      (async () => {
+        while (!done) {
+          await new Promise((wake) => setTimeout(wake, 2000));
+          if (done) break;
+          try {
+            settle(await api("GET", `/api/v1/projects/${encodeURIComponent(project)}/commands/${encodeURIComponent(command.id)}`));
+          } catch { /* try again on the next round */ }
+        }
+      })();
+    });
+  }
+
+  function waiting(command) {
+    return command.status === "pending"
+      ? "Sent to beat, waiting: its agent is not connected; the change is made when it reconnects."
+      : "Sent to beat, waiting for its answer…";
+  }
+
+  // Send one change; the finished command (or an Error for a refusal by the API).
+  async function change(method, path, body, show) {
+    const command = await api(method, `${path}?wait=10`, body);
+    if (COMMAND_FINISHED.includes(command.status)) return command;
+    show(waiting(command));
+    return follow(command, show);
+  }
+
+  function failure(what, command) {
+    return command.status === "timed_out"
+      ? `${what}: beat did not answer in time (${command.error ?? "timed out"}).`
+      : `${what} failed: ${command.error ?? "no reason given"}`;
+  }
+
+  root.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-trigger], [data-delete], [data-edit]");
+    if (!button) return;
+    const scheduler = button.closest("[data-scheduler]").dataset.scheduler;
+    const name = button.closest("[data-entry]").dataset.entry;
+    if (button.matches("[data-edit]")) {
+      form?.edit(scheduler, name);
+      return;
+    }
+    const deleting = button.matches("[data-delete]");
+    if (deleting && !window.confirm(`Delete the entry "${name}" from scheduler ${scheduler}? `
+      + "Beat stops sending its task; its past fires stay in the history.")) return;
+    const show = (text) => say(status, text, true);
+    button.disabled = true;
+    show(deleting ? `Deleting ${name}…` : `Asking beat to send ${name}'s task now…`);
+    try {
+      const done = deleting
+        ? await change("DELETE", entryPath(scheduler, name), undefined, show)
+        : await change("POST", `${entryPath(scheduler, name)}/trigger`, undefined, show);
+      if (done.status !== "succeeded") say(status, failure(deleting ? `Delete ${name}` : `Run ${name} now`, done), false);
+      else if (deleting) say(status, `Entry ${name} deleted.`, true);
+      else {
+        const id = done.result?.task_id;
+        sayNodes(status, true, `Run now: beat sent ${name}'s task `,
+          id ? el("a", { href: taskUrl(project, id), "data-sent-task": id }, el("code", {}, id)) : "(no task id reported)", ".");
+      }
+      redraw();
+    } catch (error) {
+      say(status, `${deleting ? "Delete" : "Run now"} of ${name} refused: ${error.message}`, false);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  root.addEventListener("change", async (event) => {
+    const toggle = event.target.closest("[data-toggle]");
+    if (!toggle) return;
+    const scheduler = toggle.closest("[data-scheduler]").dataset.scheduler;
+    const name = toggle.closest("[data-entry]").dataset.entry;
+    const on = toggle.checked;
+    const text = toggle.parentElement.querySelector("[data-toggle-text]");
+    const show = (words) => say(status, words, true);
+    toggle.disabled = true;
+    show(`${on ? "Enabling" : "Disabling"} ${name}…`);
+    try {
+      const done = await change("POST", `${entryPath(scheduler, name)}/${on ? "enable" : "disable"}`, undefined, show);
+      if (done.status === "succeeded") {
+        say(status, `Entry ${name} ${on ? "enabled" : "disabled"}.`, true);
+        if (text) text.textContent = on ? "enabled" : "disabled";
+      } else {
+        toggle.checked = !on;
+        say(status, failure(`${on ? "Enable" : "Disable"} ${name}`, done), false);
+      }
+      redraw();
+    } catch (error) {
+      toggle.checked = !on;
+      say(status, `${on ? "Enable" : "Disable"} ${name} refused: ${error.message}`, false);
+    } finally {
+      toggle.disabled = false;
+    }
+  });
+
+  function startForm() {
+    const panel = root.querySelector("[data-schedule-form-panel]");
+    if (panel) form = scheduleForm(panel, { base, entryPath, change, failure, redraw: refresh });
+  }
+  startForm();
+  localTimes(root);
+}
+
+function scheduleForm(panel, { base, entryPath, change, failure, redraw }) {
+  const form = panel.querySelector("[data-schedule-form]");
+  const fields = form.elements;
+  const title = panel.querySelector("[data-form-title]");
+  const submit = form.querySelector("[data-form-submit]");
+  const clear = form.querySelector("[data-form-reset]");
+  const status = form.querySelector("[data-form-status]");
+  const select = form.querySelector("[data-form-scheduler]");
+  const previewText = form.querySelector("[data-preview-text]");
+  const previewTimes = form.querySelector("[data-preview-times]");
+  let editing = null;
+  let asked = 0;
+  let previewTimer = null;
+
+  const zones = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  form.querySelector("[data-time-zones]")?.replaceChildren(
+    ...["UTC", ...zones.filter((zone) => zone !== "UTC")].map((zone) => el("option", { value: zone })));
+  const localZone = form.querySelector("[data-local-zone]");
+  if (localZone) localZone.textContent = Intl.DateTimeFormat().resolvedOptions().timeZone ?? "your browser's zone";
+
+  const kind = () => form.querySelector('input[name="kind"]:checked').value;
+  const schedulerZone = () => select.selectedOptions[0]?.dataset.timezone || "UTC";
+
+  // The task field offers the known tasks of the chosen scheduler.
+  function tasks() {
+    const list = document.querySelector(`datalist[data-known-tasks="${CSS.escape(select.value)}"]`);
+    if (list) fields.task.setAttribute("list", list.id);
+    else fields.task.removeAttribute("list");
+  }
+
+  function showKind() {
+    for (const set of form.querySelectorAll("[data-kind-fields]")) {
+      const shown = set.dataset.kindFields === kind();
+      set.hidden = !shown;
+      set.disabled = !shown;
+    }
+    // A clocked entry fires once: django-celery-beat (and the API) want it one-off.
+    const clocked = kind() === "clocked";
+    if (clocked) fields.one_off.checked = true;
+    fields.one_off.disabled = clocked;
+  }
+
+  function clearErrors() {
+    for (const node of form.querySelectorAll("[data-field-error]")) node.textContent = "";
+    for (const node of form.querySelectorAll("[aria-invalid]")) node.removeAttribute("aria-invalid");
+  }
+
+  // Put a message under its field when it names one; whether it did.
+  function fieldError(message) {
+    const field = fieldOf(message);
+    const slot = field && form.querySelector(`[data-field-error="${field}"]`);
+    if (!slot) return false;
+    slot.textContent = message;
+    const input = fields[field];
+    if (input && input.setAttribute) input.setAttribute("aria-invalid", "true");
+    if (slot.closest("details")) slot.closest("details").open = true;
+    return true;
+  }
+
+  function number(name, { required = false } = {}) {
+    const input = fields[name];
+    if (input.validity.badInput) throw new Error(`${name}: not a number`);
+    if (input.value === "") {
+      if (required) throw new Error(`${name}: required`);
+      return null;
+    }
+    return Number(input.value);
+  }
+
+  function text(name) {
+    const value = fields[name].value.trim();
+    return value === "" ? null : value;
+  }
+
+  function schedule() {
+    const chosen = kind();
+    if (chosen === "crontab") {
+      const crontab = { kind: chosen };
+      for (const name of ["minute", "hour", "day_of_week", "day_of_month", "month_of_year", "timezone"]) {
+        crontab[name] = fields[name].value.trim();
+      }
+      return crontab;
+    }
+    if (chosen === "interval") return { kind: chosen, every: number("every", { required: true }), period: fields.period.value };
+    if (chosen === "solar") {
+      return { kind: chosen, event: fields.event.value,
+               latitude: number("latitude", { required: true }), longitude: number("longitude", { required: true }) };
+    }
+    if (!fields.clocked_time.value) throw new Error("clocked_time: required: pick a date and time");
+    return { kind: chosen, clocked_time: new Date(fields.clocked_time.value).toISOString() };
+  }
+
+  function json(name, list) {
+    const source = fields[name].value.trim();
+    if (!source) return list ? [] : {};
+    let value;
+    try {
+      value = JSON.parse(source);
+    } catch (error) {
+      throw new Error(`${name}: not valid JSON (${error.message})`);
+    }
+    if (list && !Array.isArray(value)) throw new Error(`${name}: must be a JSON list, like [1, "text"]`);
+    if (!list && (value === null || typeof value !== "object" || Array.isArray(value))) {
+      throw new Error(`${name}: must be a JSON object, like {"count": 1}`);
+    }
+    return value;
+  }
+
+  function entry() {
+    return {
+      name: fields.name.value.trim(),
+      task: fields.task.value.trim(),
+      schedule: schedule(),
+      args: json("args", true),
+      kwargs: json("kwargs", false),
+      options: {
+        queue: text("queue"), routing_key: text("routing_key"), exchange: text("exchange"),
+        priority: number("priority"), expires: number("expires"),
+      },
+      enabled: fields.enabled.checked,
+      one_off: fields.one_off.checked,
+      description: fields.description.value,
+    };
+  }
+
+  // -- the cron helper: the next five fire times as the fields change --
+
+  function showTimes(times) {
+    const seconds = times.some((iso) => iso.slice(17, 19) !== "00");
+    previewTimes.replaceChildren(...times.map((iso) => el("li", {},
+      el("time", { datetime: iso }, localText(iso, seconds)), " ",
+      el("span", { class: "muted" }, `· ${utcText(iso)}`))));
+  }
+
+  async function preview() {
+    previewTimer = null;
+    const mine = ++asked;
+    for (const name of ["minute", "hour", "day_of_week", "day_of_month", "month_of_year", "timezone",
+      "every", "period", "latitude", "longitude", "clocked_time"]) {
+      const slot = form.querySelector(`[data-field-error="${name}"]`);
+      if (slot) slot.textContent = "";
+      fields[name]?.removeAttribute?.("aria-invalid");
+    }
+    let body;
+    try {
+      body = { schedule: schedule(), count: 5 };
+    } catch (error) {
+      previewTimes.replaceChildren();
+      previewText.textContent = fieldError(error.message) ? "No preview until the field above is fixed." : error.message;
+      return;
+    }
+    previewText.textContent = "Working out the next fire times…";
+    try {
+      const answer = await api("POST", `${base}/preview`, body);
+      if (mine !== asked) return;
+      if (answer.next_fire_times === null) {
+        previewTimes.replaceChildren();
+        previewText.textContent = `No preview: ${answer.preview_unavailable}.`;
+      } else if (answer.next_fire_times.length === 0) {
+        previewTimes.replaceChildren();
+        previewText.textContent = "It never fires again: its time has passed.";
+      } else {
+        const n = answer.next_fire_times.length;
+        previewText.textContent = n === 1 ? "It fires once, at:" : `The next ${n} fire times, in your time and in UTC:`;
+        showTimes(answer.next_fire_times);
+      }
+      previewText.dataset.outcome = "ok";
+    } catch (error) {
+      if (mine !== asked) return;
+      previewTimes.replaceChildren();
+      previewText.textContent = fieldError(error.message)
+        ? "No preview until the field above is fixed."
+        : `No preview: ${error.message}`;
+      previewText.dataset.outcome = "error";
+    }
+  }
+
+  const previewSoon = () => {
+    clearTimeout(previewTimer);
+    previewTimer = setTimeout(preview, PREVIEW_PAUSE);
+  };
+
+  form.addEventListener("input", (event) => {
+    if (event.target.closest("[data-kind-fields]")) previewSoon();
+  });
+  form.addEventListener("change", (event) => {
+    const target = event.target;
+    if (target.name === "kind") {
+      showKind();
+      previewSoon();
+    } else if (target === select) {
+      tasks();
+    } else if (target.name === "args" || target.name === "kwargs") {
+      const slot = form.querySelector(`[data-field-error="${target.name}"]`);
+      slot.textContent = "";
+      target.removeAttribute("aria-invalid");
+      try {
+        json(target.name, target.name === "args");
+      } catch (error) {
+        fieldError(error.message);
+      }
+    } else if (target.closest("[data-kind-fields]")) previewSoon();
+  });
+
+  function reset() {
+    form.reset();
+    editing = null;
+    select.disabled = false;
+    title.textContent = "New entry";
+    submit.textContent = "Create entry";
+    clear.textContent = "Clear";
+    fields.timezone.value = schedulerZone();
+    clearErrors();
+    showKind();
+    tasks();
+    preview();
+  }
+  clear.addEventListener("click", () => {
+    reset();
+    say(status, "", true);
+  });
+
+  function localInput(iso) {
+    const moment = new Date(iso);
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${moment.getFullYear()}-${pad(moment.getMonth() + 1)}-${pad(moment.getDate())}`
+      + `T${pad(moment.getHours())}:${pad(moment.getMinutes())}:${pad(moment.getSeconds())}`;
+  }
+
+  async function edit(scheduler, name) {
+    say(status, `Loading ${name}…`, true);
+    panel.scrollIntoView({ block: "start" });
+    let item;
+    try {
+      item = await api("GET", entryPath(scheduler, name));
+    } catch (error) {
+      say(status, `Could not load ${name}: ${error.message}`, false);
+      return;
+    }
+    form.reset();
+    clearErrors();
+    editing = { scheduler, name };
+    select.value = scheduler;
+    select.disabled = true;
+    title.textContent = `Edit ${name}`;
+    submit.textContent = "Save changes";
+    clear.textContent = "Cancel editing";
+    fields.name.value = item.name;
+    fields.task.value = item.task;
+    const chosen = item.schedule;
+    form.querySelector(`input[name="kind"][value="${chosen.kind}"]`).checked = true;
+    for (const [key, value] of Object.entries(chosen)) {
+      if (key === "kind" || !fields[key]) continue;
+      fields[key].value = key === "clocked_time" ? localInput(value) : String(value);
+    }
+    fields.args.value = JSON.stringify(item.args);
+    fields.kwargs.value = JSON.stringify(item.kwargs);
+    for (const [key, value] of Object.entries(item.options)) fields[key].value = value ?? "";
+    form.querySelector("details.options").open = Object.values(item.options).some((value) => value !== null);
+    fields.enabled.checked = item.enabled;
+    fields.one_off.checked = item.one_off;
+    fields.description.value = item.description;
+    showKind();
+    tasks();
+    preview();
+    say(status, `Editing ${name} of scheduler ${scheduler}.`, true);
+    fields.name.focus();
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors();
+    let body;
+    try {
+      body = entry();
+    } catch (error) {
+      fieldError(error.message);
+      say(status, `Not sent: ${error.message}`, false);
+      return;
+    }
+    const was = editing;
+    const name = body.name;
+    const show = (words) => say(status, words, true);
+    submit.disabled = true;
+    show(was ? `Saving ${was.name}…` : `Creating ${name}…`);
+    try {
+      const done = was
+        ? await change("PUT", entryPath(was.scheduler, was.name), { entry: body }, show)
+        : await change("POST", base, { scheduler: select.value, entry: body }, show);
+      if (done.status !== "succeeded") {
+        fieldError(done.error ?? "");
+        say(status, failure(was ? `Saving ${was.name}` : `Creating ${name}`, done), false);
+        return;
+      }
+      const warnings = [...new Set([...(done.params?.warnings ?? []), ...(done.result?.warnings ?? [])])];
+      const saved = done.result?.entry?.name ?? name;
+      const where = done.params?.scheduler ?? select.value;
+      const words = was ? `Entry ${saved} saved in ${where}.` : `Entry ${saved} created in ${where}.`;
+      reset();
+      sayNodes(status, true, words,
+        ...warnings.map((warning) => el("span", { class: "warn", "data-form-warning": "" }, `Warning: ${warning}`)));
+      redraw();
+    } catch (error) {
+      fieldError(error.message);
+      say(status, `Not saved: ${error.message}`, false);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  reset();
+  return {
+    edit,
+    tasks,
+    // Keep the scheduler choice in step with the page (a scheduler may come or go).
+    schedulers(fresh) {
+      if (!fresh || editing) return;
+      const values = (node) => [...node.options].map((option) => option.value).join("\n");
+      if (values(fresh) === values(select)) return;
+      const kept = select.value;
+      select.replaceChildren(...[...fresh.options].map((option) => option.cloneNode(true)));
+      if ([...select.options].some((option) => option.value === kept)) select.value = kept;
+      tasks();
+    },
+  };
+}
+
+const schedulesRoot = document.querySelector("[data-schedules]");
+if (schedulesRoot) schedulesPage(schedulesRoot);
+// == end of pages_schedules ======================================================================
