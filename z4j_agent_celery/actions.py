@@ -46,7 +46,7 @@ from z4j_domain.commands import (
 from z4j_domain.errors import InvalidInput
 from z4j_domain.tasks import RETRY_OF_HEADER
 
-__all__ = ["CAPABILITIES", "MAX_REMEMBERED_PARTS", "Executor"]
+__all__ = ["CAPABILITIES", "MAX_REMEMBERED_PARTS", "Executor", "PartRunner"]
 
 logger = logging.getLogger("z4j.celery.actions")
 
@@ -93,15 +93,17 @@ class _Refused(Exception):
     """An item not to publish; the message is the reason."""
 
 
-class Executor:
-    """Carries out the brain's command parts with one Celery ``app`` (the worker's own).
+class PartRunner:
+    """Runs command parts once each and remembers their reports; :meth:`_run` says how.
 
-    Built once per agent; :meth:`run` is called from the transport's command
-    thread (and is safe to call from several).
+    The dedupe the transport relies on (:class:`~z4j_agent_celery.transport.PartExecutor`):
+    the same ``(command id, part)`` again, after or while it runs, gets the first
+    report. Subclasses implement :meth:`_run`; an exception from it becomes a
+    ``failed`` report. :meth:`run` is called from the transport's command thread
+    (and is safe to call from several).
     """
 
-    def __init__(self, app: Any, *, remembered: int = MAX_REMEMBERED_PARTS) -> None:
-        self.app = app
+    def __init__(self, *, remembered: int = MAX_REMEMBERED_PARTS) -> None:
         self._remembered = remembered
         self._lock = threading.Lock()
         self._reports: OrderedDict[tuple[str, int], PartReport] = OrderedDict()
@@ -158,6 +160,22 @@ class Executor:
             _summary(report),
         )
         return report
+
+    def _run(self, part: CommandPart) -> PartReport:
+        """Carry ``part`` out; the report (an exception is turned into a ``failed`` one)."""
+        return _failed(part, f"this agent cannot run {part.action.value!r} commands")
+
+
+class Executor(PartRunner):
+    """Carries out the brain's command parts with one Celery ``app`` (the worker's own).
+
+    Built once per agent; :meth:`run` is called from the transport's command
+    thread (and is safe to call from several).
+    """
+
+    def __init__(self, app: Any, *, remembered: int = MAX_REMEMBERED_PARTS) -> None:
+        super().__init__(remembered=remembered)
+        self.app = app
 
     def _run(self, part: CommandPart) -> PartReport:
         if part.action is Action.RETRY:

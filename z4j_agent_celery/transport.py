@@ -14,11 +14,13 @@ The conversation (every frame signed with ``Z4J_HMAC_SECRET``, see
     brain -> command   {id, command: "probe", task_ids}
     agent -> command_result {id, command: "probe", answers: [{task_id, active_on,
                        backend_state}, ...]}
-    brain -> command   {id, command: "retry"|"cancel"|"purge", part, items, options}
+    brain -> command   {id, command: "retry"|"cancel"|"purge"|"schedule", part, items, options}
     agent -> command_result {id, command, part, status: "acked", outcomes: []}
     agent -> command_result {id, command, part, status: "done", outcomes: [{task_id,
                        outcome, new_task_id?, reason?}, ...], result?}
                        or {id, command, part, status: "failed", outcomes: [], result?, error}
+    agent -> <extra>   whatever the ``frames`` source hands over (a beat agent: its
+                       ``schedules`` reports and ``schedule_fires``)
     agent -> bye       {reason, worker}
 
 ``redaction`` (in ``welcome``, and in a ``configure`` command while connected)
@@ -31,15 +33,23 @@ transport's command thread, never on this one: its answer is queued and sent
 by the send loop, in the session that asked (an answer for a session that is
 gone is dropped). Unknown commands are logged at DEBUG and ignored.
 
-A retry, cancel or purge part (:class:`~z4j_domain.commands.CommandPart`) is
-acknowledged at once (``acked``, in the session that sent it), then run on the
-command thread by the :class:`~z4j_agent_celery.actions.Executor`, whose report
+A retry, cancel, purge or schedule part (:class:`~z4j_domain.commands.CommandPart`)
+is acknowledged at once (``acked``, in the session that sent it), then run on the
+command thread by the agent's executor (any :class:`PartExecutor`: the worker's
+:class:`~z4j_agent_celery.actions.Executor`, the beat agent's), whose report
 (``done`` or ``failed``) is sent in whichever session is up when it is ready:
 the outcome of a part that ran must reach the brain even if the connection
 dropped meanwhile. A part that already ran is answered with its first report,
 without running it again. A malformed part is logged and, when its id and part
 number can be read, answered ``failed`` saying why; an agent without an
 executor answers every part ``failed`` ("this agent cannot run commands").
+
+The transport is shared by the worker's agent and the beat agent
+(:mod:`z4j_agent_celerybeat`); what differs between them comes in through
+small hooks: the ``hello``, the heartbeat's ``worker`` object (``None`` for a
+beat: ``"worker": null``), the executor, and a :class:`FrameSource` whose
+frames are sent by the send loop (told when a session starts, so it can send
+its whole state again in every session).
 
 Nothing here ever raises into the worker: every failure is logged and retried
 with jittered exponential backoff, and events wait in the bounded
@@ -57,7 +67,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import attrs
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
@@ -75,10 +85,7 @@ from z4j_domain.frames import (
 )
 from z4j_domain.protocol import HELLO_SESSION, OutboundBuffer
 
-if TYPE_CHECKING:
-    from z4j_agent_celery.actions import Executor
-
-__all__ = ["Transport", "TransportSettings"]
+__all__ = ["FrameSource", "PartExecutor", "Transport", "TransportSettings"]
 
 logger = logging.getLogger("z4j.celery.transport")
 
@@ -90,8 +97,37 @@ _FRAME_OVERHEAD: Final = 4096
 _BYE_CLOSE_WAIT: Final = 0.5
 #: Most task ids one probe is answered for (the brain asks about at most this many).
 _MAX_PROBE_IDS: Final = 500
-#: The commands an :class:`~z4j_agent_celery.actions.Executor` carries out.
-_ACTIONS: Final = frozenset({Action.RETRY.value, Action.CANCEL.value, Action.PURGE.value})
+#: The commands an executor carries out (the worker's retry, cancel and purge; a beat's schedule).
+_ACTIONS: Final = frozenset(
+    {Action.RETRY.value, Action.CANCEL.value, Action.PURGE.value, Action.SCHEDULE.value}
+)
+
+
+class PartExecutor(Protocol):
+    """Runs the brain's command parts: what the transport needs of an executor."""
+
+    def finished(self, key: tuple[str, int]) -> PartReport | None:
+        """The report of the part ``key`` if it ran already; a repeat is answered with it."""
+
+    def run(self, part: CommandPart) -> PartReport:
+        """Carry ``part`` out (on the command thread) and report; never raises."""
+
+
+class FrameSource(Protocol):
+    """More frames for the send loop, beside events, heartbeats and command results.
+
+    :meth:`session_started` is called on the transport's thread right after
+    each ``welcome`` (with the largest frame body the brain takes), before the
+    first :meth:`pending`; :meth:`pending` is called on every round of the send
+    loop and must be quick. A frame handed over is sent once: one lost with a
+    dropped connection is the source's to send again in the next session.
+    """
+
+    def session_started(self, max_bytes: int) -> None:
+        """A new session is up: whatever the brain should know again is pending now."""
+
+    def pending(self) -> Sequence[tuple[FrameType, Mapping[str, Any]]]:
+        """The frames to send now (type and body), in order; usually none."""
 
 
 class _Rejected(Exception):
@@ -119,13 +155,16 @@ class Transport:
     """Connects, speaks the protocol, sends what the buffer holds; one thread, restartable never.
 
     ``buffer`` is shared with the collector that fills it and is only touched
-    under ``lock``. ``worker_stats`` returns the heartbeat's ``worker`` object,
+    under ``lock``. ``worker_stats`` returns the heartbeat's ``worker`` object
+    (``None`` for an agent without a worker, a beat's: ``null``),
     ``worker_tasks`` its ``tasks`` (``None``, or no callable: ``null``).
+    ``hostname`` is the worker the ``bye`` names (``None``: none).
     ``on_redaction`` receives the brain's redaction settings (JSON form, not
     yet validated); ``probe`` answers a probe's task ids (see
     :class:`~z4j_agent_celery.activity.Prober`); without it probes are ignored.
-    ``executor`` runs retry, cancel and purge parts; without it they are
-    answered ``failed``.
+    ``executor`` runs retry, cancel, purge and schedule parts; without it they
+    are answered ``failed``. ``frames`` hands the send loop extra frames (see
+    :class:`FrameSource`).
     """
 
     def __init__(
@@ -135,14 +174,15 @@ class Transport:
         token: str,
         secret: bytes,
         hello: Mapping[str, Any],
-        hostname: str,
+        hostname: str | None,
         buffer: OutboundBuffer,
         lock: threading.Lock,
-        worker_stats: Callable[[], dict[str, Any]],
+        worker_stats: Callable[[], dict[str, Any] | None],
         worker_tasks: Callable[[], list[str] | None] | None = None,
         on_redaction: Callable[[Any], Any] | None = None,
         probe: Callable[[Sequence[str]], list[dict[str, Any]]] | None = None,
-        executor: Executor | None = None,
+        executor: PartExecutor | None = None,
+        frames: FrameSource | None = None,
         settings: TransportSettings | None = None,
         user_agent: str = "z4j-celery",
     ) -> None:
@@ -158,6 +198,7 @@ class Transport:
         self._on_redaction = on_redaction
         self._probe = probe
         self._executor = executor
+        self._frames = frames
         # Work for the command thread, and results for the send loop: (session, ...) where
         # the session is the one to answer in, or None for whichever is up when it is sent.
         self._commands: queue.SimpleQueue[
@@ -298,6 +339,13 @@ class Transport:
         if "redaction" in frame.body:
             self._apply_redaction(frame.body["redaction"])
         self._session = nonce
+        if self._frames is not None:
+            with self.lock:
+                max_bytes = self.buffer.max_bytes
+            try:
+                self._frames.session_started(max_bytes)
+            except Exception:  # the source's own failure must not end the session
+                logger.exception("z4j agent could not prepare its frames for the new session")
         return nonce, guard
 
     def _connect_and_serve(self) -> None:
@@ -363,6 +411,7 @@ class Transport:
                 self._receive(text, guard)
             self._send_batches(ws, nonce)
             self._send_results(ws, nonce)
+            self._send_frames(ws, nonce)
             now = time.monotonic()
             if now >= next_heartbeat:
                 self._send(ws, FrameType.HEARTBEAT, nonce, self._heartbeat())
@@ -441,7 +490,7 @@ class Transport:
             logger.debug("z4j agent ignores the unknown command %r", command)
 
     def _on_action(self, body: Mapping[str, Any]) -> None:
-        """Acknowledge a retry, cancel or purge part and queue it for the command thread."""
+        """Acknowledge a command part and queue it for the executor on the command thread."""
         try:
             part = CommandPart.from_body(body)
         except Exception as error:  # InvalidInput, or a value attrs refuses
@@ -454,7 +503,7 @@ class Transport:
             return
         if self._executor is None:
             logger.warning(
-                "z4j agent cannot run commands (no Celery app); %s part %d of %s failed",
+                "z4j agent cannot run commands; %s part %d of %s failed",
                 part.action.value,
                 part.part,
                 part.command_id,
@@ -543,6 +592,17 @@ class Transport:
                 self._send(ws, FrameType.COMMAND_RESULT, nonce, body)
             else:
                 logger.debug("z4j agent drops the answer to %s from an earlier session", body["id"])
+
+    def _send_frames(self, ws: ClientConnection, nonce: str) -> None:
+        if self._frames is None:
+            return
+        try:
+            frames = self._frames.pending()
+        except Exception:  # never let the source end the session
+            logger.exception("z4j agent could not collect its frames")
+            return
+        for kind, body in frames:
+            self._send(ws, kind, nonce, body)
 
     def _send_batches(self, ws: ClientConnection, nonce: str) -> int:
         sent = 0
