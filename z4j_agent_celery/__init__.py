@@ -9,6 +9,9 @@ right after ``app = Celery(...)``). That only connects a receiver to Celery's
 ``worker_init`` signal: the agent starts in the main process of ``celery
 worker`` and never under ``celery beat``, ``celery inspect``, ``celery purge``
 or in the processes that merely send tasks. Importing this package does nothing.
+When ``z4j-celerybeat`` is installed as well, the same line also activates the
+beat agent (:mod:`z4j_agent_celerybeat`, a receiver of ``beat_init``), which
+starts in ``celery beat`` only.
 
 Configuration, from the worker's environment:
 

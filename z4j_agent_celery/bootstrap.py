@@ -1,14 +1,19 @@
 """Starting the agent in a worker's main process, and its log lines.
 
-:func:`install` only connects one receiver to Celery's ``worker_init``
-signal, which Celery sends in the main process of ``celery worker`` (never
-under ``celery beat``, ``inspect``, ``purge`` or in a client). That receiver
-reads the environment and starts the :class:`~z4j_agent_celery.runtime.AgentRuntime`.
+:func:`install` connects one receiver to Celery's ``worker_init`` signal,
+which Celery sends in the main process of ``celery worker`` (never under
+``celery beat``, ``inspect``, ``purge`` or in a client). That receiver reads
+the environment and starts the :class:`~z4j_agent_celery.runtime.AgentRuntime`.
+When the beat agent (z4j-celerybeat) is installed too, :func:`install` also
+activates it (its receiver of ``beat_init``), so the same line starts it in
+``celery beat``.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -44,15 +49,16 @@ _apps: list[Any] = []
 _shutdown_reason = "worker shutdown"
 
 
-def configure_logging(stream: IO[str] | None = None) -> None:
-    """Make the agent's log lines (logger ``z4j.celery``) visible in Python's default format.
+def configure_logging(stream: IO[str] | None = None, *, name: str = "z4j.celery") -> None:
+    """Make the agent's log lines (logger ``name``) visible in Python's default format.
 
-    Celery takes over the root logger in a worker and redirects ``sys.stdout``,
-    so the agent's loggers get a handler of their own, on the process's real
-    standard output, with :data:`logging.BASIC_FORMAT`. A ``z4j.celery``
-    logger that the application already configured is left alone.
+    Celery takes over the root logger in a worker (and in beat) and redirects
+    ``sys.stdout``, so the agent's loggers get a handler of their own, on the
+    process's real standard output, with :data:`logging.BASIC_FORMAT`. A
+    logger that the application already configured is left alone. The beat
+    agent uses it for ``z4j.celerybeat`` too.
     """
-    parent = logging.getLogger("z4j.celery")
+    parent = logging.getLogger(name)
     if parent.handlers:
         return
     handler = logging.StreamHandler(stream or sys.__stdout__ or sys.stdout)
@@ -194,12 +200,32 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 def install(app: Any = None) -> None:
     """Start the agent in the main process of every ``celery worker`` of ``app``.
 
-    Connects one receiver to ``celery.signals.worker_init`` and nothing else:
-    in a client, ``celery beat`` or ``celery inspect`` it never fires. Without
-    ``app`` the agent starts for any worker of this process.
+    Connects one receiver to ``celery.signals.worker_init``: in a client,
+    ``celery beat`` or ``celery inspect`` it never fires. Without ``app`` the
+    agent starts for any worker of this process. With z4j-celerybeat
+    installed, its beat agent is activated too (a receiver of ``beat_init``).
     """
     from celery import signals
 
     if app is not None and app not in _apps:
         _apps.append(app)
     signals.worker_init.connect(_on_worker_init, weak=False, dispatch_uid="z4j-agent-bootstrap")
+    _install_beat_agent(app)
+
+
+#: The beat agent's package (z4j-celerybeat), loaded by name: it builds on this one.
+BEAT_AGENT: Final = "z4j_agent_celerybeat"
+
+
+def _install_beat_agent(app: Any) -> None:
+    """Also activate the beat agent when z4j-celerybeat is installed: one line serves both.
+
+    Its ``install`` connects a receiver to ``beat_init`` only; without the
+    package nothing happens. Never raises into the application's import.
+    """
+    try:
+        if importlib.util.find_spec(BEAT_AGENT) is None:
+            return
+        importlib.import_module(BEAT_AGENT).install(app)
+    except Exception:
+        logger.exception("z4j could not activate the beat agent (%s)", BEAT_AGENT)

@@ -37,19 +37,30 @@ def fake_worker(app: object = None) -> FakeWorker:
     return FakeWorker(hostname="celery@test", app=app, pool_cls="prefork", concurrency=2)
 
 
-def test_import_connects_nothing_and_install_only_the_worker_signal() -> None:
+@pytest.mark.parametrize(
+    ("beat_agent", "connected"),
+    [("installed", {"worker_init", "beat_init"}), ("absent", {"worker_init"})],
+)
+def test_import_connects_nothing_and_install_only_the_worker_and_beat_signals(
+    beat_agent: str, connected: set[str]
+) -> None:
+    """Importing connects nothing; install connects worker_init, and beat_init when
+    z4j-celerybeat is installed (its agent starts under ``celery beat`` only)."""
     script = textwrap.dedent(
-        """
+        f"""
+        import sys
+        if {beat_agent!r} == "absent":
+            sys.modules["z4j_agent_celerybeat"] = None  # as if z4j-celerybeat were not installed
         from celery import Celery, signals
         names = [n for n in dir(signals) if isinstance(getattr(signals, n), signals.Signal)]
         def counts():
-            return {n: len(getattr(signals, n).receivers) for n in names}
+            return {{n: len(getattr(signals, n).receivers) for n in names}}
         before = counts()
         import z4j_agent_celery
         assert counts() == before, "import connected a signal"
         z4j_agent_celery.install(Celery("x"))
-        changed = {n for n, c in counts().items() if c != before[n]}
-        assert changed == {"worker_init"}, changed
+        changed = {{n for n, c in counts().items() if c != before[n]}}
+        assert sorted(changed) == {sorted(connected)!r}, changed
         print("ok")
         """
     )
