@@ -892,7 +892,9 @@ function schedulesPage(root) {
       if (!response.ok) return;
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
       const body = fresh.querySelector("[data-schedules-body]");
+      const focus = focused();
       if (body) root.querySelector("[data-schedules-body]").replaceWith(body);
+      if (focus) root.querySelector(focus)?.focus();
       // A first writable scheduler brings the form; an open form is never replaced.
       const area = root.querySelector("[data-form-area]");
       const freshArea = fresh.querySelector("[data-form-area]");
@@ -910,6 +912,41 @@ function schedulesPage(root) {
     }
   }
   const redraw = () => { if (pending === null) pending = setTimeout(refresh, SCHEDULES_PAUSE); };
+
+  // A control of the list as a selector that finds it again after a redraw.
+  function selectorOf(control) {
+    const section = control?.closest("[data-scheduler]");
+    const row = control?.closest("[data-entry]");
+    const kind = ["data-toggle", "data-trigger", "data-edit", "data-delete", "data-history"]
+      .find((name) => control.hasAttribute(name));
+    if (!section || !row || !kind) return null;
+    return `[data-scheduler="${CSS.escape(section.dataset.scheduler)}"] [data-entry="${CSS.escape(row.dataset.entry)}"] [${kind}]`;
+  }
+
+  // The control to give the keyboard focus back to after a redraw: the focused one, or
+  // the one whose change is under way (disabled meanwhile, so it lost the focus).
+  let busyFocus = null;
+  function focused() {
+    const active = document.activeElement;
+    if (active && root.querySelector("[data-schedules-body]").contains(active)) return selectorOf(active);
+    return busyFocus;
+  }
+
+  // Run ``work`` with ``control`` disabled; the focus comes back to it (or to its redrawn self).
+  async function busy(control, work) {
+    const selector = document.activeElement === control ? selectorOf(control) : null;
+    if (selector) busyFocus = selector;
+    control.disabled = true;
+    try {
+      return await work();
+    } finally {
+      control.disabled = false;
+      if (selector) {
+        busyFocus = null;
+        (root.querySelector(selector) ?? control).focus();
+      }
+    }
+  }
 
   liveSocket(project, root, root.querySelector("[data-live-status]"),
     "Live: the page redraws as schedules change and beat fires.", (message) => {
@@ -975,25 +1012,24 @@ function schedulesPage(root) {
     if (deleting && !window.confirm(`Delete the entry "${name}" from scheduler ${scheduler}? `
       + "Beat stops sending its task; its past fires stay in the history.")) return;
     const show = (text) => say(status, text, true);
-    button.disabled = true;
     show(deleting ? `Deleting ${name}…` : `Asking beat to send ${name}'s task now…`);
-    try {
-      const done = deleting
-        ? await change("DELETE", entryPath(scheduler, name), undefined, show)
-        : await change("POST", `${entryPath(scheduler, name)}/trigger`, undefined, show);
-      if (done.status !== "succeeded") say(status, failure(deleting ? `Delete ${name}` : `Run ${name} now`, done), false);
-      else if (deleting) say(status, `Entry ${name} deleted.`, true);
-      else {
-        const id = done.result?.task_id;
-        sayNodes(status, true, `Run now: beat sent ${name}'s task `,
-          id ? el("a", { href: taskUrl(project, id), "data-sent-task": id }, el("code", {}, id)) : "(no task id reported)", ".");
+    await busy(button, async () => {
+      try {
+        const done = deleting
+          ? await change("DELETE", entryPath(scheduler, name), undefined, show)
+          : await change("POST", `${entryPath(scheduler, name)}/trigger`, undefined, show);
+        if (done.status !== "succeeded") say(status, failure(deleting ? `Delete ${name}` : `Run ${name} now`, done), false);
+        else if (deleting) say(status, `Entry ${name} deleted.`, true);
+        else {
+          const id = done.result?.task_id;
+          sayNodes(status, true, `Run now: beat sent ${name}'s task `,
+            id ? el("a", { href: taskUrl(project, id), "data-sent-task": id }, el("code", {}, id)) : "(no task id reported)", ".");
+        }
+        redraw();
+      } catch (error) {
+        say(status, `${deleting ? "Delete" : "Run now"} of ${name} refused: ${error.message}`, false);
       }
-      redraw();
-    } catch (error) {
-      say(status, `${deleting ? "Delete" : "Run now"} of ${name} refused: ${error.message}`, false);
-    } finally {
-      button.disabled = false;
-    }
+    });
   });
 
   root.addEventListener("change", async (event) => {
@@ -1004,24 +1040,23 @@ function schedulesPage(root) {
     const on = toggle.checked;
     const text = toggle.parentElement.querySelector("[data-toggle-text]");
     const show = (words) => say(status, words, true);
-    toggle.disabled = true;
     show(`${on ? "Enabling" : "Disabling"} ${name}…`);
-    try {
-      const done = await change("POST", `${entryPath(scheduler, name)}/${on ? "enable" : "disable"}`, undefined, show);
-      if (done.status === "succeeded") {
-        say(status, `Entry ${name} ${on ? "enabled" : "disabled"}.`, true);
-        if (text) text.textContent = on ? "enabled" : "disabled";
-      } else {
+    await busy(toggle, async () => {
+      try {
+        const done = await change("POST", `${entryPath(scheduler, name)}/${on ? "enable" : "disable"}`, undefined, show);
+        if (done.status === "succeeded") {
+          say(status, `Entry ${name} ${on ? "enabled" : "disabled"}.`, true);
+          if (text) text.textContent = on ? "enabled" : "disabled";
+        } else {
+          toggle.checked = !on;
+          say(status, failure(`${on ? "Enable" : "Disable"} ${name}`, done), false);
+        }
+        redraw();
+      } catch (error) {
         toggle.checked = !on;
-        say(status, failure(`${on ? "Enable" : "Disable"} ${name}`, done), false);
+        say(status, `${on ? "Enable" : "Disable"} ${name} refused: ${error.message}`, false);
       }
-      redraw();
-    } catch (error) {
-      toggle.checked = !on;
-      say(status, `${on ? "Enable" : "Disable"} ${name} refused: ${error.message}`, false);
-    } finally {
-      toggle.disabled = false;
-    }
+    });
   });
 
   function startForm() {
