@@ -71,6 +71,27 @@ def _payload_flags(draw: st.DrawFn) -> dict[str, bool]:
 payload_flags: Final = st.one_of(st.just({}), _payload_flags())
 
 
+# The optional fields of an event, built once: building strategies per draw costs
+# more than drawing from them (hypothesis validates and inspects every new one).
+_EVENT_IDS = st.uuids().map(lambda u: u.hex)
+_CLOCKS = st.integers(min_value=0, max_value=3)
+_NAMES = _maybe(st.sampled_from(["app.add", "app.mul"]))
+_QUEUES = _maybe(st.sampled_from(["celery", "priority"]))
+_WORKERS = _maybe(st.sampled_from(["w1@host", "w2@host"]))
+_ARGS = _maybe(st.lists(json_scalars, max_size=3))
+_KWARGS = _maybe(st.dictionaries(st.sampled_from(["a", "b"]), json_scalars, max_size=2))
+_EXCEPTIONS = _maybe(st.sampled_from(["ValueError('x')", "KeyError('y')"]))
+_TRACEBACKS = _maybe(st.sampled_from(["Traceback (most recent call last): ..."]))
+_RUNTIMES = _maybe(st.floats(min_value=0, max_value=100, allow_nan=False))
+_RETRIES = _maybe(st.integers(min_value=0, max_value=3))
+_TIMES = _maybe(timestamps)
+_ROOTS = _maybe(st.sampled_from(["root-1", "root-2"]))
+_PARENTS = _maybe(st.sampled_from(["parent-1"]))
+_GROUPS = _maybe(st.sampled_from(["group-1", "group-2"]))
+_CHORDS = _maybe(st.sampled_from(["chord-1"]))
+_RETRY_OFS = _maybe(st.sampled_from(["original-1", "original-2"]))
+
+
 @st.composite
 def task_events(
     draw: st.DrawFn,
@@ -82,30 +103,30 @@ def task_events(
 ) -> TaskEvent:
     """One event of ``task_id`` with a random selection of optional fields."""
     return TaskEvent(
-        id=event_id or draw(st.uuids()).hex,
+        id=event_id or draw(_EVENT_IDS),
         task_id=task_id,
         kind=draw(kinds),
         timestamp=draw(timestamps),
         attempt=draw(attempts),
-        clock=draw(st.integers(min_value=0, max_value=3)),
-        name=draw(_maybe(st.sampled_from(["app.add", "app.mul"]))),
-        queue=draw(_maybe(st.sampled_from(["celery", "priority"]))),
-        routing_key=draw(_maybe(st.sampled_from(["celery", "priority"]))),
-        worker=draw(_maybe(st.sampled_from(["w1@host", "w2@host"]))),
-        args=draw(_maybe(st.lists(json_scalars, max_size=3))),
-        kwargs=draw(_maybe(st.dictionaries(st.sampled_from(["a", "b"]), json_scalars, max_size=2))),
+        clock=draw(_CLOCKS),
+        name=draw(_NAMES),
+        queue=draw(_QUEUES),
+        routing_key=draw(_QUEUES),
+        worker=draw(_WORKERS),
+        args=draw(_ARGS),
+        kwargs=draw(_KWARGS),
         result=draw(json_values),
-        exception=draw(_maybe(st.sampled_from(["ValueError('x')", "KeyError('y')"]))),
-        traceback=draw(_maybe(st.sampled_from(["Traceback (most recent call last): ..."]))),
-        runtime=draw(_maybe(st.floats(min_value=0, max_value=100, allow_nan=False))),
-        retries=draw(_maybe(st.integers(min_value=0, max_value=3))),
-        eta=draw(_maybe(timestamps)),
-        expires=draw(_maybe(timestamps)),
-        root_id=draw(_maybe(st.sampled_from(["root-1", "root-2"]))),
-        parent_id=draw(_maybe(st.sampled_from(["parent-1"]))),
-        group_id=draw(_maybe(st.sampled_from(["group-1", "group-2"]))),
-        chord_id=draw(_maybe(st.sampled_from(["chord-1"]))),
-        retry_of=draw(_maybe(st.sampled_from(["original-1", "original-2"]))),
+        exception=draw(_EXCEPTIONS),
+        traceback=draw(_TRACEBACKS),
+        runtime=draw(_RUNTIMES),
+        retries=draw(_RETRIES),
+        eta=draw(_TIMES),
+        expires=draw(_TIMES),
+        root_id=draw(_ROOTS),
+        parent_id=draw(_PARENTS),
+        group_id=draw(_GROUPS),
+        chord_id=draw(_CHORDS),
+        retry_of=draw(_RETRY_OFS),
         **draw(payload_flags),
     )
 
