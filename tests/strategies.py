@@ -8,6 +8,7 @@ order-dependent fold would show itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from ipaddress import IPv4Address
 from typing import Any, Final
@@ -132,27 +133,57 @@ def task_events(
 
 
 @st.composite
+def state_events(
+    draw: st.DrawFn,
+    *,
+    task_id: str = "task-1",
+    event_id: str | None = None,
+    kinds: st.SearchStrategy[EventKind] = ANY_KIND,
+    attempts: st.SearchStrategy[int] = SMALL_ATTEMPTS,
+) -> TaskEvent:
+    """One event of ``task_id`` carrying only what decides the task's state and finish time
+    (kind, attempt, clock, timestamp, id): all that the statistics read, none of the payload."""
+    return TaskEvent(
+        id=event_id or draw(_EVENT_IDS),
+        task_id=task_id,
+        kind=draw(kinds),
+        timestamp=draw(timestamps),
+        attempt=draw(attempts),
+        clock=draw(_CLOCKS),
+    )
+
+
+@st.composite
 def event_sets(
-    draw: st.DrawFn, *, task_id: str = "task-1", min_size: int = 1, max_size: int = 8, **kwargs: Any
+    draw: st.DrawFn,
+    *,
+    task_id: str = "task-1",
+    min_size: int = 1,
+    max_size: int = 8,
+    events: Callable[..., st.SearchStrategy[TaskEvent]] = task_events,
+    **kwargs: Any,
 ) -> list[TaskEvent]:
-    """A set of distinct events (unique ids) of one task."""
+    """A set of distinct events (unique ids) of one task, each drawn from ``events``."""
     size = draw(st.integers(min_value=min_size, max_value=max_size))
     return [
-        draw(task_events(task_id=task_id, event_id=f"{task_id}-e{i}", **kwargs))
-        for i in range(size)
+        draw(events(task_id=task_id, event_id=f"{task_id}-e{i}", **kwargs)) for i in range(size)
     ]
 
 
 @st.composite
 def multi_task_events(
-    draw: st.DrawFn, *, max_tasks: int = 5, max_events: int = 6
+    draw: st.DrawFn,
+    *,
+    max_tasks: int = 5,
+    max_events: int = 6,
+    events: Callable[..., st.SearchStrategy[TaskEvent]] = task_events,
 ) -> list[TaskEvent]:
     """Events of several tasks, interleaved."""
     n_tasks = draw(st.integers(min_value=1, max_value=max_tasks))
-    events: list[TaskEvent] = []
+    drawn: list[TaskEvent] = []
     for t in range(n_tasks):
-        events.extend(draw(event_sets(task_id=f"task-{t}", max_size=max_events)))
-    return draw(st.permutations(events))
+        drawn.extend(draw(event_sets(task_id=f"task-{t}", max_size=max_events, events=events)))
+    return draw(st.permutations(drawn))
 
 
 # --- Redaction (z4j_domain.redaction) -----------------------------------------

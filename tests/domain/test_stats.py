@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.strategies import multi_task_events
+from tests.strategies import multi_task_events, state_events
 from z4j_domain.stats import (
     UNKNOWN_EXCEPTION,
     FailureSample,
@@ -48,10 +48,25 @@ def _write_in_batches(
     return stored, deltas
 
 
-@given(multi_task_events(), st.lists(st.integers(min_value=0, max_value=60), max_size=5))
-def test_the_sum_of_the_deltas_of_any_batching_is_the_aggregate_of_the_final_tasks(
-    events: list[TaskEvent], cuts: list[int]
+@st.composite
+def _batched_events(draw: st.DrawFn) -> tuple[list[TaskEvent], list[int]]:
+    """Events of several tasks, interleaved, and where to cut them into write batches.
+
+    The events carry only what decides a task's state and finish time, all that the
+    statistics read; every cut falls inside the events (or at their ends).
+    """
+    events = draw(multi_task_events(events=state_events))
+    cuts = draw(st.lists(st.integers(min_value=0, max_value=len(events)), max_size=5))
+    return events, cuts
+
+
+@given(_batched_events())
+def test_any_batching_sums_to_the_aggregate_which_counts_tasks_once_and_finishes_by_minute(
+    batched: tuple[list[TaskEvent], list[int]],
 ) -> None:
+    """The deltas of any batching of the writes add up to the aggregate of the final tasks;
+    that aggregate counts every task once by state, and only finished ones by minute."""
+    events, cuts = batched
     stored, deltas = _write_in_batches(events, cuts)
     states: Counter[TaskState] = Counter()
     finishes: Counter[tuple[datetime, TaskState]] = Counter()
@@ -62,14 +77,10 @@ def test_the_sum_of_the_deltas_of_any_batching_is_the_aggregate_of_the_final_tas
     assert {k: v for k, v in states.items() if v} == expected.states
     assert {k: v for k, v in finishes.items() if v} == expected.finishes
 
-
-@given(multi_task_events())
-def test_the_aggregate_counts_every_task_once_and_only_finished_ones_by_minute(
-    events: list[TaskEvent],
-) -> None:
     tasks: dict[str, Task] = {}
     for event in events:
         tasks[event.task_id] = apply(tasks.get(event.task_id), event)
+    assert stored == tasks
     total = aggregate(tasks.values())
     assert sum(total.states.values()) == len(tasks)
     assert all(n > 0 for n in total.states.values())
