@@ -157,9 +157,13 @@ class PartRunner:
             part.action.value,
             part.part,
             part.command_id,
-            _summary(report),
+            self._summary(report),
         )
         return report
+
+    def _summary(self, report: PartReport) -> str:
+        """The report in a few words, for the log line of each part run."""
+        return _summary(report)
 
     def _run(self, part: CommandPart) -> PartReport:
         """Carry ``part`` out; the report (an exception is turned into a ``failed`` one)."""

@@ -105,6 +105,19 @@ class ScheduleExecutor(PartRunner):
             self._changed()
         return part.report(PartStatus.DONE, result=outcome.to_dict())
 
+    def _summary(self, report: PartReport) -> str:
+        if report.status is PartStatus.FAILED:
+            return f"failed ({report.error})"
+        result = report.result or {}
+        entry = result.get("entry") or {}
+        parts = [f"entry {entry['name']!r}" if entry else "no entry"]
+        if result.get("task_id"):
+            parts.append(f"sent task {result['task_id']}")
+        warnings = result.get("warnings") or []
+        if warnings:
+            parts.append(f"{len(warnings)} warning{'s' if len(warnings) > 1 else ''}")
+        return "done: " + ", ".join(parts)
+
     def apply(self, request: ScheduleRequest) -> ScheduleOutcome:
         """Carry out one request on the store; :class:`ScheduleError` when it cannot be."""
         store = self.store
