@@ -72,7 +72,7 @@ class ScheduleExecutor(PartRunner):
         app: Any,
         *,
         fires: FireLog,
-        changed: Callable[[], None] = lambda: None,
+        changed: Callable[[], object] = lambda: None,
     ) -> None:
         super().__init__()
         self.store = store

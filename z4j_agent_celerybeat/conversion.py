@@ -228,16 +228,17 @@ def next_run_at(
     return max(times[0], now) if times else None
 
 
-def _solar_next(schedule: SolarSchedule, *, now: datetime, last_run_at: datetime | None) -> Any:
+def _solar_next(
+    schedule: SolarSchedule, *, now: datetime, last_run_at: datetime | None
+) -> datetime | None:
     from celery.schedules import solar
 
     try:
         celery_solar = solar(schedule.event.value, schedule.latitude, schedule.longitude)
-        remaining = celery_solar.remaining_estimate(last_run_at or now)
+        remaining: timedelta = celery_solar.remaining_estimate(last_run_at or now)
     except Exception:  # no ephem here, or a circumpolar event: no estimate
         return None
-    base = last_run_at or now
-    return max((base + remaining).astimezone(UTC), now)
+    return max(now + remaining, now)  # Celery's estimate counts from now
 
 
 # ---------------------------------------------------------------- z4j -> Celery

@@ -159,22 +159,22 @@ class DjangoScheduleStore(ScheduleStore):
     def _read(self) -> list[Any]:
         """Every row (cached until ``PeriodicTasks`` says they changed, or a minute passed)."""
         models = self._models()
+        rows = self._rows  # a command on the other thread may drop the cache meanwhile
         with _orm():
             change = models.PeriodicTasks.last_change()
-            stale = (
-                self._rows is None
+            if (
+                rows is None
                 or change != self._seen_change
                 or time.monotonic() - self._read_at >= _REREAD_EVERY
-            )
-            if stale:
-                self._rows = list(
+            ):
+                rows = list(
                     models.PeriodicTask.objects.select_related(
                         "crontab", "interval", "solar", "clocked"
                     ).order_by("name")
                 )
-                self._seen_change = change
+                self._rows, self._seen_change = rows, change
                 self._read_at = time.monotonic()
-        return list(self._rows or [])
+        return list(rows)
 
     def _in_memory(self) -> dict[str, Any]:
         """The rows of beat's in-memory schedule (their runs are ahead of the table's)."""

@@ -89,7 +89,8 @@ class FileScheduleStore(ScheduleStore):
 
     def __init__(self, scheduler: Any, app: Any) -> None:
         super().__init__(scheduler, app)
-        self.tick_lock = threading.RLock()
+        self._lock = threading.RLock()
+        self.tick_lock = self._lock
         self._closed = False
         #: What happened to z4j's changes when beat started (for the report's note).
         self.restored_warnings: list[str] = []
@@ -134,13 +135,13 @@ class FileScheduleStore(ScheduleStore):
         sync, close = scheduler.sync, scheduler.close
 
         def locked_sync() -> None:
-            with self.tick_lock:
+            with self._lock:
                 if not self._closed:
                     self._remember_runs()
                 sync()
 
         def locked_close() -> None:
-            with self.tick_lock:
+            with self._lock:
                 try:
                     close()
                 finally:
@@ -148,7 +149,7 @@ class FileScheduleStore(ScheduleStore):
 
         scheduler.sync = locked_sync
         scheduler.close = locked_close
-        with self.tick_lock:
+        with self._lock:
             self.restore()
 
     def restore(self) -> None:
@@ -296,7 +297,7 @@ class FileScheduleStore(ScheduleStore):
     # -- reading ------------------------------------------------------------------------------
 
     def snapshot(self, now: datetime) -> Snapshot:
-        with self.tick_lock:
+        with self._lock:
             items = list(self._schedule.items())
             changes = self._changes()
         timezone = beat_timezone(self.app)
@@ -336,7 +337,7 @@ class FileScheduleStore(ScheduleStore):
         return Snapshot(entries=tuple(entries), refused=tuple(refused))
 
     def publication(self, name: str) -> Publication:
-        with self.tick_lock:
+        with self._lock:
             entry = self._schedule.get(name)
             if entry is not None:
                 return publication_of(entry)
@@ -354,7 +355,7 @@ class FileScheduleStore(ScheduleStore):
     # -- changing -----------------------------------------------------------------------------
 
     def create(self, entry: ScheduleEntry) -> list[str]:
-        with self.tick_lock:
+        with self._lock:
             schedule = self._schedule
             changes = self._changes()
             if self._exists(changes, entry.name):
@@ -385,7 +386,7 @@ class FileScheduleStore(ScheduleStore):
         )
 
     def update(self, name: str, entry: ScheduleEntry) -> list[str]:
-        with self.tick_lock:
+        with self._lock:
             schedule = self._schedule
             changes = self._changes()
             extra, last_run_at, count = self._current(changes, name)
@@ -410,7 +411,7 @@ class FileScheduleStore(ScheduleStore):
             return warnings
 
     def delete(self, name: str) -> list[str]:
-        with self.tick_lock:
+        with self._lock:
             changes = self._changes()
             if not self._exists(changes, name):
                 raise NoSuchEntry(name)
@@ -420,7 +421,7 @@ class FileScheduleStore(ScheduleStore):
             return self._restart_warning(name)
 
     def set_enabled(self, name: str, enabled: bool) -> list[str]:
-        with self.tick_lock:
+        with self._lock:
             schedule = self._schedule
             changes = self._changes()
             held = schedule.get(name)
