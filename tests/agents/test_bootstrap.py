@@ -21,10 +21,15 @@ STARTED_LINE = "INFO:z4j.celery.worker_bootstrap:z4j worker bootstrap: agent run
 
 @pytest.fixture
 def clean_bootstrap() -> Iterator[None]:
+    from z4j_agent_celerybeat import bootstrap as beat_bootstrap
+
     yield
     bootstrap._stop("test over")
     bootstrap._apps.clear()
     signals.worker_init.disconnect(bootstrap._on_worker_init, dispatch_uid="z4j-agent-bootstrap")
+    # install() activated the beat agent too (z4j-celerybeat is installed here).
+    beat_bootstrap._apps.clear()
+    signals.beat_init.disconnect(beat_bootstrap._on_beat_init, dispatch_uid="z4j-beat-bootstrap")
 
 
 class FakeWorker(SimpleNamespace):
