@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
 from z4j_domain.audit import (
     GENESIS_MAC,
@@ -71,7 +72,12 @@ def _writer_process(url: str, writer: int, count: int, start: Any) -> None:
 
 
 def _run_writers(url: str) -> list[int | None]:
-    context = multiprocessing.get_context("spawn")
+    # Each writer is a fresh process (its own event loop, engine and pool), forked from a
+    # server that imported this module once: spawned, each of the 8 imported SQLAlchemy,
+    # asyncpg and z4j afresh, seconds of start-up on a small machine. The preload applies
+    # when the server starts (the first use of forkserver in the session).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     start = context.Barrier(WRITERS)
     processes = [
         context.Process(target=_writer_process, args=(url, writer, APPENDS, start))
@@ -86,6 +92,21 @@ def _run_writers(url: str) -> list[int | None]:
             process.kill()
             process.join()
     return [process.exitcode for process in processes]
+
+
+async def _until_blocked_or_done(database: Database, done: dict[Any, Any], key: Any) -> None:
+    """Return once another connection to the database waits on a lock (the racer is blocked
+    behind our open transaction), or the racer already has its outcome ``done[key]``."""
+    waiting = sa.text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with anyio.fail_after(10):
+        while key not in done:
+            async with database.engine.connect() as connection:
+                if await connection.scalar(waiting):
+                    return
+            await anyio.sleep(0.01)
 
 
 async def test_writer_processes_append_one_unbroken_chain(
@@ -138,7 +159,7 @@ async def test_writers_that_skip_the_lock_cannot_fork(postgres_database: Databas
             if writer == 0:
                 first_appended.set()
                 # Hold the transaction (and the head row) while the other writer tries.
-                await anyio.sleep(0.3)
+                await _until_blocked_or_done(postgres_database, outcomes, 1)
             await uow.commit()
             outcomes[writer] = new_head
 
@@ -169,7 +190,8 @@ async def test_the_schema_refuses_a_fork_even_without_the_repository(
             entry, head = chain_entry(KEY, await uow.audit.lock_head(), _record(0, 0))
             await uow.audit.append(entry, head)
             appended.set()
-            await anyio.sleep(0.3)
+            # Hold the transaction (and the appended row) while the forger tries.
+            await _until_blocked_or_done(postgres_database, outcome, "forge")
             await uow.commit()
             outcome["head"] = head
 
@@ -190,6 +212,7 @@ async def test_the_schema_refuses_a_fork_even_without_the_repository(
                     )
                 )
                 await uow.commit()
+                outcome["forge"] = "committed"  # not refused: the test fails below
             except Conflict as error:
                 outcome["forge"] = error
 
