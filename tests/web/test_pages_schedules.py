@@ -145,6 +145,7 @@ async def test_an_admin_sees_each_scheduler_its_entries_and_every_change_control
     assert "disabled" in words(ping)
     assert "<code>app.pnig</code>" in ping
     assert "did you mean &#39;app.ping&#39;?" in ping
+    assert "<summary>1 warning</summary>" in ping
 
     assert "data-schedule-form" in html
     assert '<option value="beat" data-timezone="Europe/Berlin">beat (file)</option>' in html

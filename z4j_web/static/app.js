@@ -949,8 +949,11 @@ function schedulesPage(root) {
   }
 
   liveSocket(project, root, root.querySelector("[data-live-status]"),
-    "Live: the page redraws as schedules change and beat fires.", (message) => {
+    "Live: the page redraws as schedules change, beat fires and fired tasks run.", (message) => {
       if (message.type === "schedules") redraw();
+      // A fired task's state shows beside its fire: redraw when one of those tasks changes.
+      else if (message.type === "tasks" && message.items.some((task) => root.querySelector(
+        `[data-fire-task="${CSS.escape(task.id)}"]`))) redraw();
       else if (message.type === "commands") for (const command of message.items) watchers.get(command.id)?.(command);
     });
 
@@ -1259,17 +1262,28 @@ function scheduleForm(panel, { base, entryPath, change, failure, redraw }) {
       previewSoon();
     } else if (target === select) {
       tasks();
-    } else if (target.name === "args" || target.name === "kwargs") {
-      const slot = form.querySelector(`[data-field-error="${target.name}"]`);
-      slot.textContent = "";
-      target.removeAttribute("aria-invalid");
-      try {
-        json(target.name, target.name === "args");
-      } catch (error) {
-        fieldError(error.message);
-      }
     } else if (target.closest("[data-kind-fields]")) previewSoon();
   });
+
+  // The JSON fields are checked as they are typed (not when they lose the focus: a message
+  // that vanished then would move the page under the pointer on its way to a click).
+  function checkJson(target) {
+    const slot = form.querySelector(`[data-field-error="${target.name}"]`);
+    slot.textContent = "";
+    target.removeAttribute("aria-invalid");
+    try {
+      json(target.name, target.name === "args");
+    } catch (error) {
+      fieldError(error.message);
+    }
+  }
+  const jsonTimers = {};
+  for (const name of ["args", "kwargs"]) {
+    fields[name].addEventListener("input", () => {
+      clearTimeout(jsonTimers[name]);
+      jsonTimers[name] = setTimeout(() => checkJson(fields[name]), PREVIEW_PAUSE);
+    });
+  }
 
   function reset() {
     form.reset();
