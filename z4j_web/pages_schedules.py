@@ -2,7 +2,7 @@
 
 Both read server-side through what the schedules API shows
 (:mod:`z4j_web.schedules`: :func:`~z4j_web.schedules.schedules_of`,
-:func:`~z4j_web.schedules.entry_view`), so the pages and the API agree. Every
+:func:`~z4j_web.schedules.entry_detail`), so the pages and the API agree. Every
 change (create, edit, enable, disable, run now, delete) and the cron helper's
 preview are made by ``static/app.js`` through the JSON API with the user's
 session: the same checks, the same ``schedule`` commands to the scheduler's
@@ -19,20 +19,10 @@ from typing import Any, Final
 from quart import Blueprint
 
 from z4j_domain.beat import SchedulerKind
-from z4j_domain.encoding import utc_isoformat
-from z4j_domain.errors import NotFound, PreviewUnavailable
 from z4j_domain.rbac import Permission
-from z4j_domain.schedules import IntervalPeriod, SolarEvent, next_fire_times
-from z4j_domain.tasks import Task
+from z4j_domain.schedules import IntervalPeriod, SolarEvent
 from z4j_web.dashboard import current_page, page, render
-from z4j_web.runtime import current_runtime
-from z4j_web.schedules import (
-    FIRES_SHOWN,
-    PREVIEW_COUNT,
-    entry_view,
-    scheduler_view,
-    schedules_of,
-)
+from z4j_web.schedules import FIRES_SHOWN, entry_detail, schedules_of
 
 __all__ = ["SCHEDULER_KINDS", "blueprint", "schedule_in_words"]
 
@@ -180,13 +170,6 @@ async def schedules_page(project: str) -> Any:
     )
 
 
-async def _tasks_of(project_id: int, ids: Sequence[str]) -> dict[str, Task]:
-    if not ids:
-        return {}
-    async with current_runtime().uow() as uow:
-        return {task.id: task for task in await uow.tasks.get_many(project_id, ids)}
-
-
 @blueprint.get("/projects/<project>/schedules/<scheduler>/<path:name>")
 @page(Permission.READ_TASKS)
 async def schedule_page(project: str, scheduler: str, name: str) -> Any:
@@ -196,44 +179,16 @@ async def schedule_page(project: str, scheduler: str, name: str) -> Any:
     """
     current = current_page()
     assert current.access is not None
-    runtime = current_runtime()
-    project_id = current.access.project.id
-    async with runtime.uow() as uow:
-        info = await uow.schedules.scheduler(project_id, scheduler)
-        stored = await uow.schedules.get(project_id, scheduler, name)
-        fires = await uow.schedules.fires(project_id, scheduler, name, FIRES_SHOWN)
-    if info is None:
-        raise NotFound(f"no scheduler {scheduler!r} in the project")
-    if stored is None:
-        raise NotFound(f"no schedule entry {name!r} in scheduler {scheduler!r}")
-    tasks = await _tasks_of(project_id, [fire.task_id for fire in fires if fire.task_id])
-    item = _shown(entry_view(stored, info, fires[0] if fires else None, tasks))
-    connected = scheduler in runtime.reconciler.connected_agents(project_id)
-    try:
-        upcoming = next_fire_times(
-            stored.entry.schedule,
-            runtime.clock.now(),
-            PREVIEW_COUNT,
-            last_run_at=stored.entry.last_run_at,
-        )
-        next_times: list[str] | None = [utc_isoformat(moment) for moment in upcoming]
-        unavailable = None
-    except PreviewUnavailable as reason:
-        next_times, unavailable = None, str(reason)
-    shown_fires = []
-    for fire in fires:
-        view = fire.to_dict()
-        task = tasks.get(fire.task_id) if fire.task_id else None
-        view["task_state"] = None if task is None else task.state.value
-        shown_fires.append(view)
+    detail = await entry_detail(current.access.project.id, scheduler, name)
+    fires = detail.pop("fires")
     return await render(
         "schedule.html",
         project=current.access.project,
         active="schedules",
-        item=item,
-        scheduler=_scheduler_shown(scheduler_view(info, connected)),
-        next_fire_times=next_times,
-        preview_unavailable=unavailable,
-        fires=shown_fires,
+        item=_shown(detail),
+        scheduler=_scheduler_shown(detail.pop("scheduler_info")),
+        next_fire_times=detail["next_fire_times"],
+        preview_unavailable=detail.get("preview_unavailable"),
+        fires=fires,
         fires_shown=FIRES_SHOWN,
     )

@@ -65,7 +65,7 @@ from z4j_web.auth import current_access, current_change, require
 from z4j_web.payloads import json_object
 from z4j_web.runtime import current_runtime
 
-__all__ = ["blueprint", "entry_view", "scheduler_view", "schedules_of"]
+__all__ = ["blueprint", "entry_detail", "entry_view", "scheduler_view", "schedules_of"]
 
 _log = logging.getLogger("z4j.schedules")
 
@@ -192,11 +192,9 @@ async def _stored(project_id: int, scheduler: str, name: str) -> tuple[StoredEnt
     return stored, info
 
 
-@blueprint.get("/<scheduler>/<path:name>")
-@require(Permission.READ_TASKS)
-async def get_schedule(project: str, scheduler: str, name: str) -> dict[str, Any]:
-    """One entry: the entry, its scheduler, its next five fire times and its recent fires."""
-    project_id = current_access().project.id
+async def entry_detail(project_id: int, scheduler: str, name: str) -> dict[str, Any]:
+    """One entry (:func:`entry_view`) with ``next_fire_times`` (or ``preview_unavailable``),
+    ``scheduler_info`` and its latest ``fires``; :class:`NotFound` for an unknown one."""
     stored, info = await _stored(project_id, scheduler, name)
     async with current_runtime().uow() as uow:
         fires = await uow.schedules.fires(project_id, scheduler, name, FIRES_SHOWN)
@@ -207,6 +205,13 @@ async def get_schedule(project: str, scheduler: str, name: str) -> dict[str, Any
     view["scheduler_info"] = scheduler_view(info, info.name in _connected(project_id))
     view["fires"] = [_fire_view(fire, tasks) for fire in fires]
     return view
+
+
+@blueprint.get("/<scheduler>/<path:name>")
+@require(Permission.READ_TASKS)
+async def get_schedule(project: str, scheduler: str, name: str) -> dict[str, Any]:
+    """One entry: the entry, its scheduler, its next five fire times and its recent fires."""
+    return await entry_detail(current_access().project.id, scheduler, name)
 
 
 @blueprint.post("/preview")
