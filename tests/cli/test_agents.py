@@ -10,7 +10,7 @@ from z4j_domain.users import hash_secret
 from z4j_infra.database import Database
 
 from .conftest import RunZ4j
-from .test_commands import _create_admin, assert_one_line_error, sqlite_url
+from .test_commands import _create_admin, assert_one_line_error
 
 
 async def _stored_agents(url: str) -> dict[str, tuple[str, str]]:
@@ -25,11 +25,12 @@ async def _stored_agents(url: str) -> dict[str, tuple[str, str]]:
         await database.dispose()
 
 
-def test_agent_create_list_revoke(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> None:
+def test_agent_create_list_revoke(
+    run_z4j: RunZ4j, z4j_in_process: RunZ4j, z4j_env: dict[str, str], migrated_sqlite: str
+) -> None:
     """Minting prints the token and secret once (JSON or export lines); list and revoke work."""
     z4j_env["Z4J_SECRET"] = "cli-instance-secret"
     z4j_env["Z4J_PORT"] = "7799"
-    assert run_z4j("migrate").returncode == 0
     asyncio.run(_create_admin(z4j_env))
 
     as_json = run_z4j("agent", "create", "--project", "default", "--name", "workers", "--json")
@@ -50,7 +51,7 @@ def test_agent_create_list_revoke(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> N
     assert exports["Z4J_PROJECT_ID"] == "default"
     assert exports["Z4J_TOKEN"].startswith("z4ja_")
 
-    stored = asyncio.run(_stored_agents(sqlite_url(z4j_env)))
+    stored = asyncio.run(_stored_agents(migrated_sqlite))
     for name, token, secret in (
         ("workers", created["token"], created["hmac_secret"]),
         ("beat", exports["Z4J_TOKEN"], exports["Z4J_HMAC_SECRET"]),
@@ -59,7 +60,8 @@ def test_agent_create_list_revoke(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> N
         assert token_hash == hash_secret(token)
         assert derive_agent_secret("cli-instance-secret", salt) == secret
 
-    duplicate = run_z4j("agent", "create", "--project", "default", "--name", "workers")
+    # The refusals run in-process; the command runs as a subprocess above and below.
+    duplicate = z4j_in_process("agent", "create", "--project", "default", "--name", "workers")
     assert duplicate.returncode == 1
     assert_one_line_error(duplicate.stderr, "already has an agent named 'workers'")
 
@@ -75,6 +77,6 @@ def test_agent_create_list_revoke(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> N
     assert "revoked" in table.stdout
     assert "workers" in table.stdout
 
-    missing = run_z4j("agent", "revoke", "--project", "nope", "--name", "x")
+    missing = z4j_in_process("agent", "revoke", "--project", "nope", "--name", "x")
     assert missing.returncode == 1
     assert_one_line_error(missing.stderr, "no project 'nope'")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import fresh_postgres_database
 from z4j_domain.audit import audit_key
 from z4j_domain.testing import FakeClock, PlainPasswordHasher
 from z4j_domain.users import hash_secret
@@ -21,11 +22,6 @@ from .conftest import RunZ4j
 UNREACHABLE_POSTGRES = "postgresql://nobody@127.0.0.1:1/z4j"
 
 
-def sqlite_url(z4j_env: dict[str, str]) -> str:
-    """The database the command uses by default: z4j.db in Z4J_HOME."""
-    return f"sqlite:///{Path(z4j_env['Z4J_HOME']) / 'z4j.db'}"
-
-
 def assert_one_line_error(stderr: str, fragment: str) -> None:
     """The command failed with a short message containing ``fragment`` and no traceback."""
     assert "Traceback" not in stderr
@@ -33,10 +29,21 @@ def assert_one_line_error(stderr: str, fragment: str) -> None:
     assert stderr.strip().splitlines()[-1].startswith("z4j: error: ")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def unmigrated_database(request: pytest.FixtureRequest, z4j_env: dict[str, str]) -> Iterator[None]:
+    """No tables yet: the default SQLite database in a fresh home, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield
+        return
+    with fresh_postgres_database(request.getfixturevalue("postgres_admin_url")) as url:
+        z4j_env["Z4J_DATABASE_URL"] = url
+        yield
+
+
 def test_check_fails_on_an_unmigrated_database_then_passes_after_migrate(
-    run_z4j: RunZ4j,
+    unmigrated_database: None, run_z4j: RunZ4j
 ) -> None:
-    """A fresh home fails the revision check with advice; after `z4j migrate` all is ok."""
+    """A fresh database fails the revision check with advice; after `z4j migrate` all is ok."""
     before = run_z4j("check")
     assert before.returncode == 1
     assert "FAIL  migrations:" in before.stdout
@@ -101,9 +108,8 @@ def test_status_needs_a_migrated_database(run_z4j: RunZ4j) -> None:
     assert_one_line_error(result.stderr, "run `z4j migrate`")
 
 
-def test_status_json_counts(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> None:
+def test_status_json_counts(run_z4j: RunZ4j, z4j_env: dict[str, str], migrated_sqlite: str) -> None:
     """`status --json` prints one object with the version and the counts."""
-    assert run_z4j("migrate").returncode == 0
     asyncio.run(_create_admin(z4j_env))
     result = run_z4j("status", "--json")
     assert result.returncode == 0, result.stderr
@@ -149,9 +155,8 @@ async def _stored_key_hashes(url: str) -> list[str]:
         await database.dispose()
 
 
-def test_api_key_create(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> None:
+def test_api_key_create(run_z4j: RunZ4j, z4j_env: dict[str, str], migrated_sqlite: str) -> None:
     """The key is printed once (alone on stdout, or as JSON) and only its hash is stored."""
-    assert run_z4j("migrate").returncode == 0
     asyncio.run(_create_admin(z4j_env))
 
     as_json = run_z4j("api-key", "create", "--email", "Admin@Example.com", "--name", "ci", "--json")
@@ -168,13 +173,12 @@ def test_api_key_create(run_z4j: RunZ4j, z4j_env: dict[str, str]) -> None:
     assert "\n" not in key
     assert "not shown again" in plain.stderr
 
-    hashes = asyncio.run(_stored_key_hashes(sqlite_url(z4j_env)))
+    hashes = asyncio.run(_stored_key_hashes(migrated_sqlite))
     assert sorted(hashes) == sorted([hash_secret(created["key"]), hash_secret(key)])
 
 
-def test_api_key_create_for_an_unknown_email(run_z4j: RunZ4j) -> None:
+def test_api_key_create_for_an_unknown_email(run_z4j: RunZ4j, migrated_sqlite: str) -> None:
     """An unknown email is a clear error and exit 1."""
-    assert run_z4j("migrate").returncode == 0
     result = run_z4j("api-key", "create", "--email", "nobody@example.com", "--json")
     assert result.returncode == 1
     assert result.stdout == ""
