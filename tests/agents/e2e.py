@@ -238,7 +238,34 @@ def mint_agent(brain: Brain) -> dict[str, str]:
     return created
 
 
-class Worker:
+class CeleryProcess:
+    """A ``celery`` subprocess (in a process group of its own) writing to the file ``log``."""
+
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """Warm shutdown (SIGTERM, as a supervisor does); the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (pool children too): a crash, no goodbye."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+class Worker(CeleryProcess):
     """A ``celery worker`` subprocess whose stdout and stderr go to one file.
 
     ``environment`` adds variables to the worker's (e.g. ``Z4J_E2E_RESULT_EXTENDED``).
@@ -299,26 +326,6 @@ class Worker:
         if not wait_until(lambda: " ready." in self.output(), 60):
             self.stop()
             pytest.fail(f"the worker did not start:\n{self.output()}")
-
-    def output(self) -> str:
-        """Everything the worker printed so far."""
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """Warm shutdown (SIGTERM); the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.wait(10)
-
-    def kill(self) -> None:
-        """SIGKILL the main process and its pool children at once: a crash, no goodbye."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
 
 
 def require_service(name: str, url: str, error: BaseException) -> None:

@@ -16,9 +16,7 @@ is the broker and RedBeat's store; :func:`require_redis` empties it, or skips
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -28,7 +26,7 @@ from typing import Any, Final
 
 import pytest
 
-from tests.agents.e2e import require_service, wait_until
+from tests.agents.e2e import CeleryProcess, require_service, wait_until
 from tests.agents.fake_brain import FakeBrain
 from tests.serving import clean_environment
 from z4j_domain.beat import ScheduleFire, ScheduleOutcome, ScheduleRequest, SchedulerReport
@@ -78,7 +76,7 @@ def migrate_django(database: Path) -> dict[str, str]:
     return env
 
 
-class Beat:
+class Beat(CeleryProcess):
     """A ``celery beat`` subprocess with the agent; stdout and stderr go to ``workdir/beat.log``.
 
     ``scheduler`` is ``file``, ``redbeat`` or ``django`` (give ``environment``
@@ -138,26 +136,6 @@ class Beat:
         if wait and not wait_until(lambda: STARTED_LINE in self.output(), 60):
             self.stop()
             pytest.fail(f"the beat agent did not start:\n{self.output()}")
-
-    def output(self) -> str:
-        """Everything beat printed so far."""
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """Stop beat (SIGTERM, as a supervisor does); its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.wait(10)
-
-    def kill(self) -> None:
-        """SIGKILL beat: a crash."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
 
 
 def command(

@@ -46,6 +46,10 @@ class Backend:
     scheduler: Any
     store: ScheduleStore
 
+    def executor(self, fires: FireLog | None = None) -> ScheduleExecutor:
+        """The agent's executor over this scheduler's store."""
+        return ScheduleExecutor(self.store, self.app, fires=fires or FireLog())
+
     def read_back(self, name: str) -> Any | None:
         """The entry as the scheduler holds it (task, schedule, args, kwargs, options)."""
         raise NotImplementedError
@@ -172,7 +176,7 @@ class StoreContract:
 
     @pytest.fixture
     def executor(self, backend: Backend, fires: FireLog) -> ScheduleExecutor:
-        return ScheduleExecutor(backend.store, backend.app, fires=fires)
+        return backend.executor(fires)
 
     def test_create_holds_exactly_the_entry(
         self, backend: Backend, executor: ScheduleExecutor

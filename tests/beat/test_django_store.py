@@ -16,9 +16,7 @@ import pytest
 from celery import Celery
 from celery.schedules import crontab
 
-from z4j_agent_celerybeat.actions import ScheduleExecutor
 from z4j_agent_celerybeat.errors import ScheduleError
-from z4j_agent_celerybeat.fires import FireLog
 from z4j_agent_celerybeat.store import store_for
 from z4j_domain.beat import SchedulerKind
 from z4j_domain.schedules import (
@@ -124,10 +122,6 @@ class TestDjangoCeleryBeat(StoreContract):
         return django_backend
 
 
-def executor(backend: DjangoBackend) -> ScheduleExecutor:
-    return ScheduleExecutor(backend.store, backend.app, fires=FireLog())
-
-
 def test_the_store_reports_django_celery_beat(django_backend: DjangoBackend) -> None:
     """DatabaseScheduler is the writable Django store; its note gives the restart rule."""
     store = django_backend.store
@@ -140,7 +134,7 @@ def test_every_schedule_kind_with_its_own_row(django_backend: DjangoBackend) -> 
     """Crontab (with its timezone), interval, solar and clocked entries are written as rows."""
     from django_celery_beat import models
 
-    run = executor(django_backend).apply
+    run = django_backend.executor().apply
     entries = [
         interval_entry(
             "berlin",
@@ -186,7 +180,7 @@ def test_identical_schedule_rows_are_reused(django_backend: DjangoBackend) -> No
     """Two entries with the same schedule share its row; no duplicates pile up."""
     from django_celery_beat import models
 
-    run = executor(django_backend).apply
+    run = django_backend.executor().apply
     every = IntervalSchedule(every=45, period="seconds")
     cron = CrontabSchedule(minute="5", hour="*/2", timezone="America/New_York")
     for name in ("one", "two"):
@@ -204,7 +198,7 @@ def test_a_change_marks_periodic_tasks_changed_for_beat(django_backend: DjangoBa
     """Every change moves PeriodicTasks.last_change, so the running beat reloads."""
     from django_celery_beat.models import PeriodicTasks
 
-    run = executor(django_backend).apply
+    run = django_backend.executor().apply
     scheduler = django_backend.scheduler
     for op, entry, loaded in (
         ("create", interval_entry("tracked"), True),
@@ -224,7 +218,7 @@ def test_changes_in_the_admin_show_up(django_backend: DjangoBackend) -> None:
     """A row changed with the ORM (as the admin does) is reported changed at the next read."""
     from django_celery_beat.models import PeriodicTask
 
-    run = executor(django_backend).apply
+    run = django_backend.executor().apply
     run(request("create", "admin-edit", interval_entry("admin-edit")))
     store = django_backend.store
     assert store.snapshot(datetime.now(UTC)).get("admin-edit") is not None
@@ -259,7 +253,7 @@ def test_rows_z4j_cannot_express_are_refused(django_backend: DjangoBackend) -> N
 
 def test_runs_come_from_beats_memory_when_it_is_ahead(django_backend: DjangoBackend) -> None:
     """Beat writes runs to the rows every few minutes; the report reads its memory meanwhile."""
-    executor(django_backend).apply(request("create", "busy", interval_entry("busy")))
+    django_backend.executor().apply(request("create", "busy", interval_entry("busy")))
     scheduler = django_backend.scheduler
     scheduler.reserve(scheduler.schedule["busy"])  # sent, not yet synced to the row
     assert django_backend.runs("busy") == (None, 0)
@@ -279,7 +273,7 @@ def test_static_entries_warn_their_edit_lasts_until_a_restart(
     )
     backend = DjangoBackend(app)
     edited = interval_entry("nightly", options=EntryOptions())
-    result = executor(backend).apply(request("update", "nightly", edited))
+    result = backend.executor().apply(request("update", "nightly", edited))
     assert any("undone when beat restarts: 'nightly'" in warning for warning in result.warnings)
     assert_holds(backend, edited)
     backend.scheduler.close()
@@ -293,7 +287,7 @@ def test_static_entries_warn_their_edit_lasts_until_a_restart(
 def test_a_fractional_expiry_is_rounded_with_a_warning(django_backend: DjangoBackend) -> None:
     """expire_seconds is whole seconds: 2.5 is stored as 2, and the outcome says so."""
     entry = interval_entry("rounded", options=EntryOptions(expires=2.5))
-    result = executor(django_backend).apply(request("create", "rounded", entry))
+    result = django_backend.executor().apply(request("create", "rounded", entry))
     assert result.warnings == ("django-celery-beat keeps expires in whole seconds: 2 was stored",)
     assert result.entry is not None
     assert result.entry.options.expires == 2.0
@@ -301,7 +295,7 @@ def test_a_fractional_expiry_is_rounded_with_a_warning(django_backend: DjangoBac
 
 def test_an_unknown_entry_fails_every_operation(django_backend: DjangoBackend) -> None:
     """Update, delete, enable, disable and trigger of a missing entry fail naming it."""
-    run = executor(django_backend).apply
+    run = django_backend.executor().apply
     for op in ("delete", "enable", "disable", "trigger"):
         with pytest.raises(ScheduleError, match="no entry named 'ghost'"):
             run(request(op, "ghost"))

@@ -20,10 +20,8 @@ from celery import Celery
 from celery.beat import PersistentScheduler
 from celery.schedules import crontab, schedule, solar
 
-from z4j_agent_celerybeat.actions import ScheduleExecutor
 from z4j_agent_celerybeat.errors import ScheduleError
 from z4j_agent_celerybeat.file_store import CHANGES_KEY, FileScheduleStore
-from z4j_agent_celerybeat.fires import FireLog
 from z4j_agent_celerybeat.store import store_for
 from z4j_domain.beat import SchedulerKind
 from z4j_domain.schedules import (
@@ -137,10 +135,6 @@ def static_backend(tmp_path: Path, redis_db: None) -> Iterator[FileBackend]:
     backend.close()
 
 
-def executor(backend: FileBackend) -> ScheduleExecutor:
-    return ScheduleExecutor(backend.store, backend.app, fires=FireLog())
-
-
 def test_the_store_reports_celerys_file_scheduler(file_backend: FileBackend) -> None:
     """Celery's PersistentScheduler is the writable file store; its note says what survives."""
     store = file_backend.store
@@ -193,7 +187,7 @@ def test_static_entries_and_refusals_are_reported(tmp_path: Path, redis_db: None
 def test_a_created_entry_is_in_the_shelve_file(file_backend: FileBackend) -> None:
     """After a change the file itself holds the entry (the scheduler's sync wrote it)."""
     entry = crontab_entry()
-    executor(file_backend).apply(request("create", entry.name, entry))
+    file_backend.executor().apply(request("create", entry.name, entry))
     file_backend.scheduler.close()
     with shelve.open(str(file_backend.path)) as shelf:  # noqa: S301 - our own test file
         held = shelf["entries"][entry.name]
@@ -208,7 +202,7 @@ def test_a_created_entry_is_in_the_shelve_file(file_backend: FileBackend) -> Non
 
 def test_z4j_changes_survive_a_restart(file_backend: FileBackend) -> None:
     """Entries created, edited, disabled and deleted in z4j stay so when beat restarts."""
-    run = executor(file_backend).apply
+    run = file_backend.executor().apply
     kept, off, gone = interval_entry("kept"), crontab_entry("off"), interval_entry("gone")
     for entry in (kept, off, gone):
         run(request("create", entry.name, entry))
@@ -230,14 +224,14 @@ def test_z4j_changes_survive_a_restart(file_backend: FileBackend) -> None:
     listed = snapshot.get("off")
     assert listed is not None
     assert not listed.enabled
-    executor(file_backend).apply(request("enable", "off"))  # the new beat's store
+    file_backend.executor().apply(request("enable", "off"))  # the new beat's store
     assert_holds(file_backend, off)
 
 
 def test_a_description_is_kept(file_backend: FileBackend) -> None:
     """Celery's entries have no description: z4j keeps it, across a restart."""
     entry = interval_entry("described", description="sends the nightly report")
-    result = executor(file_backend).apply(request("create", "described", entry))
+    result = file_backend.executor().apply(request("create", "described", entry))
     assert definition(result.entry) == definition(entry)
     file_backend.restart()
     listed = file_backend.store.snapshot(datetime.now(UTC)).get("described")
@@ -250,7 +244,7 @@ def test_changes_to_the_settings_entries_survive_until_the_setting_changes(
 ) -> None:
     """An edit of a beat_schedule entry is applied again at restart, until the setting changes."""
     edited = interval_entry("static-nightly", args=[7])
-    result = executor(static_backend).apply(request("update", "static-nightly", edited))
+    result = static_backend.executor().apply(request("update", "static-nightly", edited))
     assert any("applies this change again each time beat starts" in w for w in result.warnings)
     static_backend.restart()
     assert_holds(static_backend, edited)
@@ -275,7 +269,7 @@ def test_changes_to_the_settings_entries_survive_until_the_setting_changes(
 
 def test_a_deleted_setting_entry_stays_deleted(static_backend: FileBackend) -> None:
     """Deleting a beat_schedule entry holds across restarts (Celery would bring it back)."""
-    result = executor(static_backend).apply(request("delete", "static-nightly"))
+    result = static_backend.executor().apply(request("delete", "static-nightly"))
     assert result.warnings
     static_backend.restart()
     assert static_backend.read_back("static-nightly") is None
@@ -283,7 +277,7 @@ def test_a_deleted_setting_entry_stays_deleted(static_backend: FileBackend) -> N
 
 def test_what_the_file_scheduler_cannot_hold_fails_clearly(file_backend: FileBackend) -> None:
     """Other timezones, clocked and one-off entries are refused, naming why; nothing changes."""
-    run = executor(file_backend).apply
+    run = file_backend.executor().apply
     berlin = crontab_entry(schedule=CrontabSchedule(minute="0", timezone="Europe/Berlin"))
     with pytest.raises(ScheduleError, match=r"beat's timezone \(UTC\), not per entry"):
         run(request("create", berlin.name, berlin))
@@ -306,7 +300,7 @@ def test_a_solar_entry_can_be_written(file_backend: FileBackend) -> None:
     entry = interval_entry(
         "dawn", schedule=SolarSchedule(event="dawn_civil", latitude=-33.87, longitude=151.21)
     )
-    result = executor(file_backend).apply(request("create", "dawn", entry))
+    result = file_backend.executor().apply(request("create", "dawn", entry))
     assert definition(result.entry) == definition(entry)
     held = file_backend.read_back("dawn")
     assert held is not None
@@ -321,5 +315,5 @@ def test_changes_after_beat_closed_the_schedule_fail(file_backend: FileBackend) 
     """Once beat closed its schedule (shutting down), a change fails saying so."""
     file_backend.scheduler.close()
     with pytest.raises(ScheduleError, match="beat is shutting down"):
-        executor(file_backend).apply(request("create", "late", interval_entry("late")))
+        file_backend.executor().apply(request("create", "late", interval_entry("late")))
     file_backend.open()

@@ -21,10 +21,8 @@ from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
 from redbeat.schedules import rrule
 
 from z4j_agent_celery.config import AgentConfig
-from z4j_agent_celerybeat.actions import ScheduleExecutor
 from z4j_agent_celerybeat.config import BeatConfig
 from z4j_agent_celerybeat.errors import ScheduleError
-from z4j_agent_celerybeat.fires import FireLog
 from z4j_agent_celerybeat.redbeat_store import RedBeatScheduleStore
 from z4j_agent_celerybeat.runtime import BeatRuntime
 from z4j_agent_celerybeat.store import store_for
@@ -119,10 +117,6 @@ class TestRedBeat(StoreContract):
         return redbeat_backend
 
 
-def executor(backend: RedBeatBackend) -> ScheduleExecutor:
-    return ScheduleExecutor(backend.store, backend.app, fires=FireLog())
-
-
 def test_the_store_reports_redbeat(redbeat_backend: RedBeatBackend) -> None:
     """RedBeatScheduler is the writable RedBeat store; its note gives the restart rule."""
     store = redbeat_backend.store
@@ -133,7 +127,7 @@ def test_the_store_reports_redbeat(redbeat_backend: RedBeatBackend) -> None:
 
 def test_what_redbeat_cannot_hold_fails_clearly(redbeat_backend: RedBeatBackend) -> None:
     """Solar, clocked, one-off and other-timezone entries fail naming why; none is written."""
-    run = executor(redbeat_backend).apply
+    run = redbeat_backend.executor().apply
     cases = [
         (
             interval_entry("sun", schedule=SolarSchedule(event="sunset", latitude=1, longitude=2)),
@@ -165,7 +159,7 @@ def test_a_description_is_not_kept_and_the_outcome_says_so(
 ) -> None:
     """RedBeat has no description: the entry is saved without it, with a warning."""
     entry = interval_entry("described", description="nightly report")
-    result = executor(redbeat_backend).apply(request("create", "described", entry))
+    result = redbeat_backend.executor().apply(request("create", "described", entry))
     assert list(result.warnings) == ["RedBeat keeps no description; it was not saved"]
     assert result.entry is not None
     assert result.entry.description == ""
@@ -178,7 +172,7 @@ def test_changes_to_static_entries_warn_they_last_until_a_restart(redis_db: None
     )
     try:
         edited = interval_entry("nightly")
-        result = executor(backend).apply(request("update", "nightly", edited))
+        result = backend.executor().apply(request("update", "nightly", edited))
         assert list(result.warnings) == [
             "this change will be undone when beat restarts: 'nightly' is in the Celery app's"
             " beat_schedule setting, which RedBeat writes over its entry at start-up;"
