@@ -10,6 +10,7 @@ the round trip through each backend.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -485,7 +486,7 @@ async def test_a_fire_round_trips(uow_factory: UnitOfWorkFactory) -> None:
         manual=True,
         error="ConnectionError: broker ✗\nsecond line",
     )
-    plain = fire(ScheduleFire.new_id(), "rapport de nuit ☾", 1)
+    plain = fire(str(uuid.uuid4()), "rapport de nuit ☾", 1)  # an agent's fire id
     assert await add_fires(uow_factory, project, "beat", [failed, plain]) == 2
     async with uow_factory() as uow:
         got = await uow.schedules.fires(project, "beat", "rapport de nuit ☾", 10)
