@@ -129,6 +129,12 @@ class FakeBrain:
         for connection in connections:
             connection.close(code, reason)
 
+    @property
+    def in_session(self) -> int:
+        """How many agents are in session now (past hello and welcome)."""
+        with self.lock:
+            return len(self._sessions)
+
     def command(self, body: dict[str, Any], hostname: str | None = None) -> int:
         """Send a ``command`` frame with ``body`` to every agent in session (or to the one of
         the worker ``hostname``); how many got it."""

@@ -1,6 +1,6 @@
 """End to end: Celery Beat schedules changed from z4j, on each of the three schedulers.
 
-A real ``z4j serve``, a real ``celery beat`` with the beat agent (Celery's
+A real ``z4j serve`` (SQLite and PostgreSQL), a real ``celery beat`` with the beat agent (Celery's
 file scheduler, RedBeat, django-celery-beat's ``DatabaseScheduler``) and a
 real prefork ``celery worker`` with the worker agent, all on Redis, driven
 only through the brain's HTTP API: create an every-two-seconds entry and see
@@ -46,13 +46,15 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 S: Final = "/api/v1/projects/default/schedules"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 def brain(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Brain]:
-    """One brain (SQLite) for the three schedulers, with the broker emptied."""
+    """One brain on each backend for the three schedulers, with the broker emptied."""
     require_redis(BROKER)
-    with running_brain(request, tmp_path_factory, "sqlite") as running:
+    with running_brain(request, tmp_path_factory, request.param) as running:
         yield running
 
 

@@ -210,6 +210,8 @@ def wait_report(brain: FakeBrain, predicate: Any, timeout: float = 20.0) -> Sche
 def run(brain: FakeBrain, request: ScheduleRequest, timeout: float = 20.0) -> dict[str, Any]:
     """Send ``request`` as a command, wait for ``acked`` then the final answer; the final one."""
     body = command(request)
+    # Beat logs its bootstrap line before the agent's first session is up.
+    assert brain.wait_for(lambda: brain.in_session >= 1, timeout), "no agent is connected"
     assert brain.command(body) >= 1, "no agent is connected"
     acked, final = brain.results_of(body["id"], 2, timeout)
     assert acked["status"] == "acked", acked
