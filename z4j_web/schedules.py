@@ -239,8 +239,13 @@ async def _writable(project_id: int, scheduler: str | None) -> SchedulerInfo:
     async with current_runtime().uow() as uow:
         infos = await uow.schedules.schedulers(project_id)
     if scheduler is None:
-        if len(infos) != 1:
-            names = ", ".join(info.name for info in infos) or "none has reported yet"
+        if not infos:
+            raise NotFound(
+                "no beat has reported a scheduler in this project yet: run celery beat"
+                " with z4j-celerybeat and its agent's variables"
+            )
+        if len(infos) > 1:
+            names = ", ".join(info.name for info in infos)
             raise InvalidInput(f"name the scheduler: this project has several ({names})")
         info = infos[0]
     else:

@@ -298,6 +298,12 @@ async def test_a_change_goes_only_to_its_own_scheduler_and_waits_for_it(
     async with beat_socket(client, (other.token, other_agent), entry("theirs")) as other_ws:
         async with beat_socket(client, beat, entry("mine")):
             await listed(client, seeded.key, count=2)
+            # Two schedulers: a create must say which.
+            status, body = await send(
+                client, seeded.key, "POST", "/schedules", {"entry": entry("new")}
+            )
+            assert status == 400, body
+            assert "beat, beat2" in body["error"]["message"]
         # "beat" is gone: its change waits (pending) and "beat2" gets nothing.
         status, body = await send(client, seeded.key, "POST", "/schedules/beat/mine/trigger")
         assert status == 202, body
@@ -335,6 +341,9 @@ async def test_wait_answers_with_the_finished_command(
 async def test_conflicts_read_only_schedulers_and_unknown_names_are_refused(
     client: Client, seeded: Seeded, beat: tuple[str, FakeAgent]
 ) -> None:
+    status, body = await send(client, seeded.key, "POST", "/schedules", {"entry": entry("a")})
+    assert status == 404, body
+    assert "no beat has reported a scheduler" in body["error"]["message"]
     async with beat_socket(client, beat, full(entry("a")), full(entry("b"))):
         await listed(client, seeded.key, count=2)
         status, body = await send(client, seeded.key, "POST", "/schedules", {"entry": entry("a")})
