@@ -143,6 +143,20 @@ function liveSocket(project, marker, status, liveText, onMessage) {
   connect();
 }
 
+// Fetch this page again and hand the fresh document to `update`, then count the redraw
+// on `root` (tests wait on data-refreshed). Failures are silent: the socket's status
+// line already says when the server is out of reach.
+async function redrawn(root, update) {
+  try {
+    const response = await fetch(location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    update(new DOMParser().parseFromString(await response.text(), "text/html"));
+    root.dataset.refreshed = String(Number(root.dataset.refreshed || "0") + 1);
+  } catch {
+    // See above.
+  }
+}
+
 // The overview redraws itself (the server renders it) a few seconds after tasks or
 // workers change, at most once per OVERVIEW_PAUSE.
 const OVERVIEW_PAUSE = 5000;
@@ -150,16 +164,10 @@ function liveOverview(root) {
   let pending = null;
   async function refresh() {
     pending = null;
-    try {
-      const response = await fetch(location.href, { credentials: "same-origin" });
-      if (!response.ok) return;
-      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    await redrawn(root, (fresh) => {
       const body = fresh.querySelector("[data-overview-body]");
       if (body) root.querySelector("[data-overview-body]").replaceWith(body);
-      root.dataset.refreshed = String(Number(root.dataset.refreshed || "0") + 1);
-    } catch {
-      // The socket's status line already says when the server is out of reach.
-    }
+    });
   }
   const status = root.querySelector("[data-live-status]");
   liveSocket(root.dataset.project, root, status, "Live: the page redraws as tasks and workers change.", (message) => {
@@ -887,10 +895,7 @@ function schedulesPage(root) {
 
   async function refresh() {
     pending = null;
-    try {
-      const response = await fetch(location.href, { credentials: "same-origin" });
-      if (!response.ok) return;
-      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    await redrawn(root, (fresh) => {
       const body = fresh.querySelector("[data-schedules-body]");
       const focus = focused();
       if (body) root.querySelector("[data-schedules-body]").replaceWith(body);
@@ -906,10 +911,7 @@ function schedulesPage(root) {
       }
       localTimes(root);
       form?.tasks();
-      root.dataset.refreshed = String(Number(root.dataset.refreshed || "0") + 1);
-    } catch {
-      // The socket's status line already says when the server is out of reach.
-    }
+    });
   }
   const redraw = () => { if (pending === null) pending = setTimeout(refresh, SCHEDULES_PAUSE); };
 
