@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Final
@@ -268,7 +268,8 @@ class CeleryProcess:
 class Worker(CeleryProcess):
     """A ``celery worker`` subprocess whose stdout and stderr go to one file.
 
-    ``environment`` adds variables to the worker's (e.g. ``Z4J_E2E_RESULT_EXTENDED``).
+    ``environment`` adds variables to the worker's (e.g. ``Z4J_E2E_RESULT_EXTENDED``),
+    ``arguments`` options to its command line (e.g. ``-B`` for an embedded beat).
     """
 
     def __init__(
@@ -284,6 +285,7 @@ class Worker(CeleryProcess):
         agent_name: str = AGENT,
         concurrency: int = 2,
         environment: Mapping[str, str] | None = None,
+        arguments: Sequence[str] = (),
     ) -> None:
         self.log = log
         self.queue = queue
@@ -315,6 +317,7 @@ class Worker(CeleryProcess):
                     queue,
                     "--without-gossip",
                     "--without-mingle",
+                    *arguments,
                 ],
                 cwd=ROOT,
                 env=env,

@@ -33,7 +33,7 @@ from tests.agents.e2e import (
     running_brain,
     wait_until,
 )
-from tests.beat.beat import Beat, migrate_django, require_redis
+from tests.beat.beat import STARTED_LINE, Beat, migrate_django, require_redis
 from tests.serving import clean_environment
 
 pytestmark = pytest.mark.slow
@@ -289,3 +289,36 @@ def test_every_schedule_change_from_z4j_reaches_beat_and_its_tasks_run(
     assert (details[3]["before"]["enabled"], details[3]["after"]["enabled"]) == (False, True)
     assert details[5]["before"]["name"] == "adder"
     assert details[5]["after"] is None
+
+
+def test_a_beat_embedded_in_a_worker_shares_its_agent_and_takes_schedule_changes(
+    brain: Brain, tmp_path: Path
+) -> None:
+    """``celery worker -B``: the worker's one set of variables serves both agents; the
+    scheduler takes the agent's name, and its changes reach the embedded beat only."""
+    agent = brain.z4j("agent", "create", "--project", "default", "--name", "embedded")
+    queue = "beat-embedded"
+    worker = Worker(
+        tmp_path / "worker.log",
+        brain_url=brain.url,
+        token=agent["token"],
+        secret=agent["hmac_secret"],
+        queue=queue,
+        broker=BROKER,
+        agent_name="embedded",
+        arguments=["-B", "-s", str(tmp_path / "celerybeat-schedule")],
+    )
+    try:
+        assert wait_until(
+            lambda: any(s["name"] == "embedded" for s in brain.api("GET", S)["schedulers"]), 30
+        ), worker.output()
+        assert STARTED_LINE in worker.output()
+        added = entry("embedded-adder", 4, 4, options={"queue": queue})
+        change(brain, "POST", "", {"scheduler": "embedded", "entry": added})
+        fire = next_fire(brain, "embedded", "embedded-adder", 0)
+        assert brain.wait_task(fire["task_id"], "succeeded", timeout=30)["result"] == 8
+        triggered = change(brain, "POST", "/embedded/embedded-adder/trigger")
+        assert brain.wait_task(triggered["result"]["task_id"], "succeeded")["result"] == 8
+    finally:
+        worker.stop()
+    assert "Traceback" not in worker.output(), worker.output()
