@@ -534,6 +534,8 @@ class AgentConnection:
         self._checked_at = runtime.clock.now()
         #: The worker reports this connection stored, by hostname (see _write_worker).
         self._workers: dict[str, Worker] = {}
+        #: The entry and refusal counts of the last schedules report (logged when they change).
+        self._schedule_counts: tuple[int, int] | None = None
 
     @property
     def _metrics(self) -> Any:
@@ -778,13 +780,16 @@ class AgentConnection:
             # The agent reports again on its next change or session; nothing else is lost.
             _log.exception("could not store the schedules of agent %s", name)
             return
-        _log.info(
+        # A beat reports again as entries run; say so at INFO only when the counts change.
+        counts = (len(report.entries), len(report.refused))
+        _log.log(
+            logging.INFO if counts != self._schedule_counts else logging.DEBUG,
             "agent %s reported its %s scheduler: %d entries, %d refused",
             name,
             report.kind.value,
-            len(report.entries),
-            len(report.refused),
+            *counts,
         )
+        self._schedule_counts = counts
         self._runtime.live.publish(project_id, {"type": "schedules"})
 
     async def _store_fires(self, fires: tuple[ScheduleFire, ...]) -> None:

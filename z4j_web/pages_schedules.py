@@ -181,12 +181,13 @@ async def schedule_page(project: str, scheduler: str, name: str) -> Any:
     assert current.access is not None
     detail = await entry_detail(current.access.project.id, scheduler, name)
     fires = detail.pop("fires")
+    info = detail.pop("scheduler_info")
     return await render(
         "schedule.html",
         project=current.access.project,
         active="schedules",
         item=_shown(detail),
-        scheduler=_scheduler_shown(detail.pop("scheduler_info")),
+        scheduler=_scheduler_shown(info),
         next_fire_times=detail["next_fire_times"],
         preview_unavailable=detail.get("preview_unavailable"),
         fires=fires,

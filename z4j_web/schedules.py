@@ -73,8 +73,9 @@ blueprint = Blueprint("schedules", __name__, url_prefix="/api/v1/projects/<proje
 
 #: Longest ``?wait=`` for a change's outcome, in seconds.
 MAX_WAIT: Final = 30.0
-#: How often a waiting request looks at its command.
+#: How soon, then how often at most, a waiting request looks at its command.
 _WAIT_STEP: Final = 0.1
+_MAX_WAIT_STEP: Final = 1.0
 #: Next fire times the API shows (the dashboard's cron helper shows five).
 PREVIEW_COUNT: Final = 5
 _MAX_PREVIEW: Final = 20
@@ -235,30 +236,28 @@ def _entry(data: Any) -> ScheduleEntry:
     return entry_from_dict({key: value for key, value in data.items() if key not in _REPORTED})
 
 
-async def _writable(project_id: int, scheduler: str | None) -> SchedulerInfo:
-    async with current_runtime().uow() as uow:
-        infos = await uow.schedules.schedulers(project_id)
-    if scheduler is None:
-        if not infos:
-            raise NotFound(
-                "no beat has reported a scheduler in this project yet: run celery beat"
-                " with z4j-celerybeat and its agent's variables"
-            )
-        if len(infos) > 1:
-            names = ", ".join(info.name for info in infos)
-            raise InvalidInput(f"name the scheduler: this project has several ({names})")
-        info = infos[0]
-    else:
-        found = [info for info in infos if info.name == scheduler]
-        if not found:
-            raise NotFound(f"no scheduler {scheduler!r} in the project")
-        info = found[0]
+def _check_writable(info: SchedulerInfo) -> SchedulerInfo:
     if not info.writable:
         raise Conflict(
             f"scheduler {info.name!r} ({info.class_path}) is read-only in z4j:"
             " change its entries where they are defined"
         )
     return info
+
+
+async def _only_scheduler(project_id: int) -> SchedulerInfo:
+    """The project's one scheduler, for a create that names none."""
+    async with current_runtime().uow() as uow:
+        infos = await uow.schedules.schedulers(project_id)
+    if not infos:
+        raise NotFound(
+            "no beat has reported a scheduler in this project yet: run celery beat"
+            " with z4j-celerybeat and its agent's variables"
+        )
+    if len(infos) > 1:
+        names = ", ".join(info.name for info in infos)
+        raise InvalidInput(f"name the scheduler: this project has several ({names})")
+    return infos[0]
 
 
 def _wait() -> float:
@@ -278,8 +277,12 @@ async def _finished(project_id: int, command: Command, wait: float) -> Command |
     """The command once finished, if it finishes within ``wait`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    step = _WAIT_STEP
     while loop.time() < deadline:
-        await asyncio.sleep(_WAIT_STEP)
+        await asyncio.sleep(min(step, max(0.0, deadline - loop.time())))
+        # The command may finish on another brain: its row is where to look, less often
+        # the longer it takes.
+        step = min(step * 1.5, _MAX_WAIT_STEP)
         async with current_runtime().uow() as uow:
             current = await uow.commands.get(project_id, command.id)
         if current is not None and current.status.is_finished:
@@ -330,7 +333,16 @@ async def create_schedule(project: str) -> tuple[dict[str, Any], int, dict[str, 
     body = await json_object({"scheduler": str, "entry": dict}, required=frozenset({"entry"}))
     entry = _entry(body["entry"])
     project_id = current_access().project.id
-    info = await _writable(project_id, body.get("scheduler"))
+    named = body.get("scheduler")
+    if named is None:
+        info = await _only_scheduler(project_id)
+    else:
+        async with current_runtime().uow() as uow:
+            found = await uow.schedules.scheduler(project_id, named)
+        if found is None:
+            raise NotFound(f"no scheduler {named!r} in the project")
+        info = found
+    _check_writable(info)
     async with current_runtime().uow() as uow:
         existing = await uow.schedules.get(project_id, info.name, entry.name)
     if existing is not None:
@@ -348,8 +360,8 @@ async def update_schedule(
     body = await json_object({"entry": dict}, required=frozenset({"entry"}))
     entry = _entry(body["entry"])
     project_id = current_access().project.id
-    info = await _writable(project_id, scheduler)
-    stored, _ = await _stored(project_id, scheduler, name)
+    stored, info = await _stored(project_id, scheduler, name)
+    _check_writable(info)
     if entry.name != name:
         async with current_runtime().uow() as uow:
             taken = await uow.schedules.get(project_id, scheduler, entry.name)
@@ -361,46 +373,14 @@ async def update_schedule(
     )
 
 
-async def _simple(
-    scheduler: str, name: str, op: ScheduleOp
-) -> tuple[dict[str, Any], int, dict[str, str]]:
-    project_id = current_access().project.id
-    info = await _writable(project_id, scheduler)
-    stored, _ = await _stored(project_id, scheduler, name)
-    return await _change(info, ScheduleRequest(op=op, name=name), stored)
-
-
-@blueprint.delete("/<scheduler>/<path:name>")
+@blueprint.delete("/<scheduler>/<path:name>", defaults={"action": "delete"})
+@blueprint.post("/<scheduler>/<path:name>/<any(enable, disable, trigger):action>")
 @require(Permission.MANAGE_SCHEDULES)
-async def delete_schedule(
-    project: str, scheduler: str, name: str
+async def act_on_schedule(
+    project: str, scheduler: str, name: str, action: str
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Delete an entry from its scheduler (its fires stay in the history)."""
-    return await _simple(scheduler, name, ScheduleOp.DELETE)
-
-
-@blueprint.post("/<scheduler>/<path:name>/enable")
-@require(Permission.MANAGE_SCHEDULES)
-async def enable_schedule(
-    project: str, scheduler: str, name: str
-) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Let beat fire the entry again."""
-    return await _simple(scheduler, name, ScheduleOp.ENABLE)
-
-
-@blueprint.post("/<scheduler>/<path:name>/disable")
-@require(Permission.MANAGE_SCHEDULES)
-async def disable_schedule(
-    project: str, scheduler: str, name: str
-) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Stop beat firing the entry (it stays, disabled)."""
-    return await _simple(scheduler, name, ScheduleOp.DISABLE)
-
-
-@blueprint.post("/<scheduler>/<path:name>/trigger")
-@require(Permission.MANAGE_SCHEDULES)
-async def trigger_schedule(
-    project: str, scheduler: str, name: str
-) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Send the entry's task now, with its arguments and options; its schedule is untouched."""
-    return await _simple(scheduler, name, ScheduleOp.TRIGGER)
+    """``DELETE`` the entry (its fires stay in the history); ``POST .../enable`` or
+    ``.../disable`` it; ``POST .../trigger``: send its task now, with its arguments and
+    options, its schedule untouched."""
+    stored, info = await _stored(current_access().project.id, scheduler, name)
+    return await _change(_check_writable(info), ScheduleRequest(op=action, name=name), stored)

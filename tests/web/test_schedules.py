@@ -398,9 +398,13 @@ async def test_fires_are_stored_once_and_shown_with_their_tasks_state(
     page = await response.get_json()
     assert response.status_code == 200, page
     assert [fire["id"] for fire in page["fires"]] == ["f2", "f1"]
-    now = clock.now()
-    assert len(page["next_fire_times"]) == 5
-    assert all(time_ > now.isoformat()[:10] for time_ in page["next_fire_times"])
+    times = [datetime.fromisoformat(text) for text in page["next_fire_times"]]
+    assert len(times) == 5
+    assert clock.now() < times[0]
+    assert times == sorted(set(times))
+    # minute 0 of every sixth hour
+    assert all((t.minute, t.hour % 6) == (0, 0) for t in times)
+    assert times[1] - times[0] == timedelta(hours=6)
     assert page["scheduler_info"]["name"] == "beat"
 
 
