@@ -3,10 +3,13 @@
 Pre-enqueues ``--tasks`` trivial tasks on a Redis broker, then drains them with
 a real ``celery worker`` (prefork, concurrency 2, Redis result backend, Celery's
 task events off as by default), once without the agent and once with it
-connected to a real ``z4j serve`` (SQLite), alternately, ``--pairs`` times.
+connected to a real ``z4j serve`` (SQLite), alternately, ``--pairs`` times
+(odd pairs run the worker without the agent first, even pairs with it first,
+so that neither side always runs on a broker the other has just used).
 The drain time of a run is the span of the results' own ``date_done`` stamps,
 so worker start-up is not counted. Prints tasks/s per run and the ratio of
-each pair.
+each pair. ``--unreachable`` points the agent at a closed port instead: what
+capturing and buffering cost without sending (or the brain's own CPU).
 
     python benchmarks/agent_overhead.py --tasks 20000 --pairs 3
 """
@@ -109,6 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument(
+        "--unreachable", action="store_true", help="the agent's brain URL is a closed port"
+    )
     args = parser.parse_args()
 
     broker = redis.Redis.from_url(f"{REDIS}/{BROKER_DB}")
@@ -148,13 +154,16 @@ def main() -> None:
                 "Z4J_TOKEN": minted["token"],
                 "Z4J_HMAC_SECRET": minted["hmac_secret"],
             }
+            if args.unreachable:
+                agent_env["Z4J_BRAIN_URL"] = f"http://127.0.0.1:{_free_port()}"
             plain_env = {**os.environ, "Z4J_BENCH_AGENT": "0"}
             print(f"{args.tasks:,} no-op tasks, prefork -c 2, Redis broker and backend")
             print(f"{'pair':>4} {'without agent':>15} {'with agent':>12} {'ratio':>7}")
             ratios = []
             for pair in range(1, args.pairs + 1):
                 rates = {}
-                for label, env in (("without", plain_env), ("with", agent_env)):
+                runs = (("without", plain_env), ("with", agent_env))
+                for label, env in runs if pair % 2 else runs[::-1]:
                     broker.flushdb()
                     backend.flushdb()
                     _enqueue(workdir, args.tasks)
