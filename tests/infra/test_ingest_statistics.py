@@ -9,6 +9,7 @@ first writes tasks into a database without those statistics.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -41,54 +42,55 @@ def _events(first: int, count: int) -> list[TaskEvent]:
     ]
 
 
-async def test_the_first_write_of_tasks_analyzes_a_young_table(empty_postgres_url: str) -> None:
+@pytest.fixture
+async def young(empty_postgres_url: str) -> AsyncIterator[tuple[Database, int]]:
+    """A new, migrated database without statistics, and its project's id."""
     database = await Database.connect(empty_postgres_url)
     try:
         await migrate(database)
         async with database.unit_of_work() as uow:
             project = await uow.projects.create(slug="p", name="P", created_at=START)
             await uow.commit()
-        async with database.engine.connect() as connection:
-            assert not (await connection.exec_driver_sql(HAS_STATISTICS)).scalar()
-
-        for first in range(0, 3000, 1000):
-            async with database.unit_of_work() as uow:
-                await uow.tasks.apply_events(project.id, _events(first, 1000))
-                await uow.commit()
-
-        async with database.engine.connect() as connection:
-            assert (await connection.exec_driver_sql(HAS_STATISTICS)).scalar()
-            # The next batch's lookup goes by primary key (project and id), never
-            # through an index on the project alone with the id as a filter.
-            ids = [f"t-{index:06d}" for index in range(2500, 3500)]
-            plan = "\n".join(
-                row[0]
-                for row in await connection.exec_driver_sql(
-                    "EXPLAIN " + PostgresBatches()._select_sql, (ids, project.id)
-                )
-            )
-        assert "pk_tasks" in plan, plan
-        assert "Filter" not in plan, plan
+        assert not await _has_statistics(database)
+        yield database, project.id
     finally:
         await database.dispose()
 
 
-async def test_a_rolled_back_analysis_is_made_again(empty_postgres_url: str) -> None:
-    database = await Database.connect(empty_postgres_url)
-    try:
-        await migrate(database)
+async def _has_statistics(database: Database) -> bool:
+    async with database.engine.connect() as connection:
+        return bool((await connection.exec_driver_sql(HAS_STATISTICS)).scalar())
+
+
+async def test_the_first_write_of_tasks_analyzes_a_young_table(
+    young: tuple[Database, int],
+) -> None:
+    database, project_id = young
+    for first in range(0, 3000, 1000):
         async with database.unit_of_work() as uow:
-            project = await uow.projects.create(slug="p", name="P", created_at=START)
+            await uow.tasks.apply_events(project_id, _events(first, 1000))
             await uow.commit()
-        async with database.unit_of_work() as uow:
-            await uow.tasks.apply_events(project.id, _events(0, 10))
-            # No commit: the batch, and the statistics taken with it, are rolled back.
-        async with database.engine.connect() as connection:
-            assert not (await connection.exec_driver_sql(HAS_STATISTICS)).scalar()
-        async with database.unit_of_work() as uow:
-            await uow.tasks.apply_events(project.id, _events(10, 10))
-            await uow.commit()
-        async with database.engine.connect() as connection:
-            assert (await connection.exec_driver_sql(HAS_STATISTICS)).scalar()
-    finally:
-        await database.dispose()
+
+    assert await _has_statistics(database)
+    # The next batch's lookup goes by primary key (project and id), never
+    # through an index on the project alone with the id as a filter.
+    ids = [f"t-{index:06d}" for index in range(2500, 3500)]
+    async with database.engine.connect() as connection:
+        result = await connection.exec_driver_sql(
+            "EXPLAIN " + PostgresBatches()._select_sql, (ids, project_id)
+        )
+        plan = "\n".join(row[0] for row in result)
+    assert "pk_tasks" in plan, plan
+    assert "Filter" not in plan, plan
+
+
+async def test_a_rolled_back_analysis_is_made_again(young: tuple[Database, int]) -> None:
+    database, project_id = young
+    async with database.unit_of_work() as uow:
+        await uow.tasks.apply_events(project_id, _events(0, 10))
+        # No commit: the batch, and the statistics taken with it, are rolled back.
+    assert not await _has_statistics(database)
+    async with database.unit_of_work() as uow:
+        await uow.tasks.apply_events(project_id, _events(10, 10))
+        await uow.commit()
+    assert await _has_statistics(database)
