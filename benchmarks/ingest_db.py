@@ -3,7 +3,9 @@
 Creates a fresh database per backend (a temporary SQLite file; a PostgreSQL
 database ``z4j_bench_<hex>`` dropped afterwards), migrates it, and applies a
 realistic event stream in batches, one unit of work and one commit per batch,
-as the agent gateway does. Prints events per second and checks the stored
+as the agent gateway does, with as many concurrent writers as it runs (two on
+PostgreSQL, one on SQLite; ``--writers`` sets another count). Prints events
+per second and checks the stored
 task count (``--verify`` also compares every task with the domain's fold).
 
     python benchmarks/ingest_db.py --backend both --events 100000 --tasks 20000 --batch 1000
@@ -32,6 +34,7 @@ from z4j_domain.queries import TaskQuery
 from z4j_domain.tasks import EventKind, Task, TaskEvent, fold
 from z4j_infra.database import Database
 from z4j_infra.migrations import migrate
+from z4j_web.ingest import WRITERS
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 NAMES = [
@@ -205,7 +208,8 @@ async def run_backend(url: str, events: list[TaskEvent], args: argparse.Namespac
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
-        seconds = await ingest(db, project.id, stream, args.writers)
+        writers = args.writers or WRITERS.get(db.dialect, 1)
+        seconds = await ingest(db, project.id, stream, writers)
         if profiler is not None:
             profiler.disable()
             stats = pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "cumulative"))
@@ -216,6 +220,7 @@ async def run_backend(url: str, events: list[TaskEvent], args: argparse.Namespac
         ok = count == expected_count
         print(
             f"{db.dialect:>10}: {len(events):,} events in {len(stream):,} batches "
+            f"({writers} writer{'s' if writers > 1 else ''}) "
             f"in {seconds:.2f} s = {len(events) / seconds:,.0f} events/s; "
             f"{count:,} tasks stored (expected {expected_count:,}: {'ok' if ok else 'WRONG'})"
         )
@@ -240,7 +245,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument(
-        "--writers", type=int, default=1, help="concurrent units of work taking batches in turn"
+        "--writers",
+        type=int,
+        default=None,
+        help="concurrent units of work taking batches in turn (default: as the agent gateway "
+        "does, 2 on PostgreSQL and 1 on SQLite)",
     )
     parser.add_argument(
         "--postgres-url",

@@ -32,7 +32,7 @@ from z4j_web import (
 )
 from z4j_web.commands import Dispatcher
 from z4j_web.errors import register_error_handlers
-from z4j_web.ingest import DEFAULT_CAPACITY, IngestWriter
+from z4j_web.ingest import DEFAULT_CAPACITY, WRITERS, IngestWriter
 from z4j_web.live import LiveUpdates
 from z4j_web.metrics import Metrics
 from z4j_web.reconciler import Reconciler
@@ -111,7 +111,8 @@ def create_app(
             runtime.database, runtime.uow_factory = db, uow_factory_of(db)
             runtime.owns_database = True
         runtime.shutting_down.clear()
-        runtime.ingest.start()
+        dialect = runtime.database.dialect if runtime.database is not None else None
+        runtime.ingest.start(writers=WRITERS.get(dialect or "", 1))
         runtime.reconciler.start()
         runtime.commands.start()
 

@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from z4j_domain.errors import Z4jError
-from z4j_domain.tasks import Task, TaskEvent
+from z4j_domain.tasks import Task, TaskEvent, TaskState, fold
 from z4j_domain.testing import InMemoryStore, InMemoryUnitOfWork
+from z4j_infra.database import Database
 from z4j_web.ingest import IngestBatch, IngestClosed, IngestWriter
 from z4j_web.live import LiveUpdates
 from z4j_web.metrics import Metrics
+from z4j_web.runtime import uow_factory_of
 
-from .support import event
+from .support import T0, event
 
 pytestmark = pytest.mark.anyio
 
 
 class GatedStore(InMemoryStore):
-    """An in-memory store whose commits wait for ``gate`` and can be made to fail."""
+    """An in-memory store whose commits wait for ``gate`` and can be made to fail.
+
+    With ``held_task`` set, only the commits of units of work that applied
+    events of that task wait for the gate.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -29,21 +36,25 @@ class GatedStore(InMemoryStore):
         self.gate.set()
         self.commits = 0
         self.fail_task: str | None = None
+        self.held_task: str | None = None
 
     def __call__(self) -> InMemoryUnitOfWork:
         uow = super().__call__()
         store = self
         commit = uow.commit
         apply_events = uow.tasks.apply_events
+        applied: set[str] = set()
 
         async def gated_commit() -> None:
-            await store.gate.wait()
+            if store.held_task is None or store.held_task in applied:
+                await store.gate.wait()
             store.commits += 1
             await commit()
 
         async def failing_apply(project_id: int, events: Sequence[TaskEvent]) -> Sequence[Task]:
             if any(e.task_id == store.fail_task for e in events):
                 raise Z4jError("simulated storage failure")
+            applied.update(e.task_id for e in events)
             return await apply_events(project_id, events)
 
         uow.commit = gated_commit  # type: ignore[method-assign]
@@ -94,6 +105,106 @@ async def test_done_is_called_only_after_the_commit() -> None:
     await writer.stop()
     assert results == [("held", True)]
     assert (1, "held") in store.state.tasks
+
+
+async def test_one_writer_commits_in_turn() -> None:
+    """With one writer task, a batch waits behind the commit that is held back."""
+    store = GatedStore()
+    store.held_task = "held"
+    store.gate.clear()
+    writer = writer_for(store, linger=0, max_events=1)
+    results: list[tuple[str, bool]] = []
+    writer.start()
+    await writer.submit(batch(1, "held", results))
+    await asyncio.sleep(0.05)
+    await writer.submit(batch(1, "free", results))
+    await asyncio.sleep(0.05)
+    assert results == []
+    store.gate.set()
+    await writer.stop()
+    assert results == [("held", True), ("free", True)]
+
+
+async def test_two_writers_commit_while_the_other_is_held_back() -> None:
+    """With two writer tasks, one commits a batch while the other's commit waits."""
+    store = GatedStore()
+    store.held_task = "held"
+    store.gate.clear()
+    writer = writer_for(store, linger=0, max_events=1)
+    results: list[tuple[str, bool]] = []
+    writer.start(writers=2)
+    assert writer.writers == 2
+    await writer.submit(batch(1, "held", results))
+    await asyncio.sleep(0.05)
+    await writer.submit(batch(1, "free", results))
+    for _ in range(100):
+        if results:
+            break
+        await asyncio.sleep(0.01)
+    assert results == [("free", True)]
+    store.gate.set()
+    await writer.stop()
+    assert results == [("free", True), ("held", True)]
+    assert writer.writers == 0
+
+
+async def test_two_writers_drain_everything_once_at_stop() -> None:
+    """Every queued batch is committed and acknowledged exactly once by two writers."""
+    store = GatedStore()
+    writer = writer_for(store, linger=0.01, max_events=3)
+    results: list[tuple[str, bool]] = []
+    writer.start(writers=2)
+    names = [f"t{n}" for n in range(40)]
+    for name in names:
+        await writer.submit(batch(1, name, results))
+    await writer.stop()
+    # (What is stored is checked on PostgreSQL below: the in-memory fake's
+    # units of work are not meant to run side by side.)
+    assert sorted(results) == sorted((name, True) for name in names)
+    with pytest.raises(ValueError, match="at least one"):
+        writer.start(writers=0)
+
+
+@pytest.mark.postgres
+async def test_two_writers_on_postgresql_store_every_task_as_its_fold(
+    postgres_database: Database,
+) -> None:
+    """Batches sharing tasks, committed by two writers in any order: each task is its fold."""
+    async with postgres_database.unit_of_work() as uow:
+        project = await uow.projects.create(slug="p", name="P", created_at=T0)
+        await uow.commit()
+    kinds = ["sent", "received", "started", "succeeded"]
+    events = [
+        event(f"t-{task:02d}", kind, task + step, name="app.job", worker="w@host")
+        for task in range(30)
+        for step, kind in enumerate(kinds)
+    ]
+    random.Random(8).shuffle(events)
+    factory = uow_factory_of(postgres_database)
+    writer = IngestWriter(
+        lambda: factory,
+        metrics=Metrics(),
+        live=LiveUpdates(),
+        linger=0,
+        max_events=5,
+    )
+    results: list[bool] = []
+    writer.start(writers=2)
+    for start in range(0, len(events), 5):
+        await writer.submit(
+            IngestBatch(
+                project_id=project.id, events=events[start : start + 5], done=results.append
+            )
+        )
+    await writer.stop()
+    assert results == [True] * (len(events) // 5)
+    async with postgres_database.unit_of_work() as uow:
+        for task in range(30):
+            task_id = f"t-{task:02d}"
+            stored = await uow.tasks.get(project.id, task_id)
+            assert stored == fold(e for e in events if e.task_id == task_id)
+            assert stored is not None
+            assert stored.state is TaskState.SUCCEEDED
 
 
 async def test_a_full_queue_makes_submit_wait_without_dropping() -> None:
