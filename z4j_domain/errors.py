@@ -7,6 +7,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PreviewUnavailable",
+    "Transient",
     "Z4jError",
 ]
 
@@ -33,3 +34,12 @@ class NotFound(Z4jError, LookupError):
 
 class Conflict(Z4jError):
     """The change collides with what is already stored (duplicate slug, email)."""
+
+
+class Transient(Z4jError):
+    """The operation failed for now and may succeed if run again as it was.
+
+    For example two database transactions each waiting for the other (a
+    deadlock), one of which the database aborted. Nothing of the failed
+    attempt is kept; the caller may retry it.
+    """

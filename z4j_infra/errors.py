@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Final
 
 import sqlalchemy as sa
 
-from z4j_domain.errors import Conflict, InvalidInput, Z4jError
+from z4j_domain.errors import Conflict, InvalidInput, Transient, Z4jError
 
-__all__ = ["ConfigError", "StorageError", "translate_errors"]
+__all__ = ["ConfigError", "StorageError", "TransientStorageError", "translate_errors"]
 
 
 class ConfigError(Z4jError):
@@ -23,6 +24,14 @@ class ConfigError(Z4jError):
 
 class StorageError(Z4jError):
     """The database failed or could not be reached."""
+
+
+class TransientStorageError(StorageError, Transient):
+    """The database aborted the transaction (a deadlock, a serialization failure): retry it."""
+
+
+#: SQLSTATEs of a transaction the database aborted so that another could go on.
+_TRANSIENT_STATES: Final = frozenset({"40001", "40P01"})
 
 
 def _describe(error: sa.exc.DBAPIError) -> str:
@@ -48,7 +57,9 @@ def translate_errors() -> Iterator[None]:
     Constraint violations become :class:`~z4j_domain.errors.Conflict`, values
     the database refuses become :class:`~z4j_domain.errors.InvalidInput`, and
     everything else the driver or the network raises becomes
-    :class:`StorageError`.
+    :class:`StorageError` (:class:`TransientStorageError` when the database
+    aborted the transaction for another's sake: a deadlock or a serialization
+    failure).
     """
     try:
         yield
@@ -58,6 +69,8 @@ def translate_errors() -> Iterator[None]:
             raise Conflict(_describe(error)) from error
         if isinstance(error, sa.exc.DataError) or state.startswith("22"):
             raise InvalidInput(f"the database refused a value: {_describe(error)}") from error
+        if state in _TRANSIENT_STATES:
+            raise TransientStorageError(f"database error: {_describe(error)}") from error
         raise StorageError(f"database error: {_describe(error)}") from error
     except sa.exc.TimeoutError as error:
         raise StorageError(f"no database connection available: {error}") from error

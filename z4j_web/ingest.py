@@ -16,8 +16,10 @@ brain's overlap (at 1,000-event batches, about 20,500 events/s against
 17,000 with one writer, ``benchmarks/ingest_db.py --writers``). Batches may
 then commit out of order, which changes nothing stored: the fold does not
 depend on order, and a task's rows are locked while a batch changes it, so
-the later batch reads what the earlier one wrote. SQLite allows one writer
-at a time: one task.
+the later batch reads what the earlier one wrote. Should the database still
+abort one writer's transaction for the other's sake (a deadlock), that flush
+is applied again, up to :data:`TRANSIENT_ATTEMPTS` times, before its agents
+are told it failed. SQLite allows one writer at a time: one task.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Final
 
 import attrs
 
+from z4j_domain.errors import Transient
 from z4j_domain.ports import UnitOfWorkFactory
 from z4j_domain.tasks import Task, TaskEvent
 from z4j_web.live import LiveUpdates
@@ -45,6 +48,8 @@ _log = logging.getLogger("z4j.ingest")
 DEFAULT_CAPACITY: Final = 64
 #: How long to stop a writer's drain at shutdown before giving up on the rest.
 DRAIN_TIMEOUT: Final = 30.0
+#: Attempts at a flush whose transaction the database aborted (a deadlock between writers).
+TRANSIENT_ATTEMPTS: Final = 3
 #: Writer tasks per database dialect (others: one).
 WRITERS: Final = {"postgresql": 2, "sqlite": 1}
 
@@ -206,12 +211,33 @@ class IngestWriter:
                     await self._commit(project_id, [item])
         self._metrics.flush_seconds.observe(time.perf_counter() - started)
 
+    async def _apply(self, project_id: int, events: list[TaskEvent]) -> Sequence[Task]:
+        """Apply and commit ``events``; a transaction the database aborted is run again."""
+        attempt = 1
+        while True:
+            try:
+                async with self._uow_factory()() as uow:
+                    changed: Sequence[Task] = await uow.tasks.apply_events(project_id, events)
+                    await uow.commit()
+            except Transient as error:
+                if attempt >= TRANSIENT_ATTEMPTS:
+                    raise
+                attempt += 1
+                _log.warning(
+                    "ingest: %s; applying %d events of project %d again (attempt %d of %d)",
+                    error,
+                    len(events),
+                    project_id,
+                    attempt,
+                    TRANSIENT_ATTEMPTS,
+                )
+            else:
+                return changed
+
     async def _commit(self, project_id: int, group: list[IngestBatch]) -> bool:
         events = [event for item in group for event in item.events]
         try:
-            async with self._uow_factory()() as uow:
-                changed: Sequence[Task] = await uow.tasks.apply_events(project_id, events)
-                await uow.commit()
+            changed = await self._apply(project_id, events)
         except Exception:  # any failure leaves the batches unacknowledged; agents resend
             _log.exception(
                 "ingest: could not commit %d events of project %d (%d batches);"

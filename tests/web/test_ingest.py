@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from z4j_domain.errors import Z4jError
+from z4j_domain.errors import Transient, Z4jError
 from z4j_domain.tasks import Task, TaskEvent, TaskState, fold
 from z4j_domain.testing import InMemoryStore, InMemoryUnitOfWork
 from z4j_infra.database import Database
@@ -37,6 +37,8 @@ class GatedStore(InMemoryStore):
         self.commits = 0
         self.fail_task: str | None = None
         self.held_task: str | None = None
+        #: Applies that raise ``Transient`` (a deadlock) before one goes through.
+        self.transient_failures = 0
 
     def __call__(self) -> InMemoryUnitOfWork:
         uow = super().__call__()
@@ -54,6 +56,9 @@ class GatedStore(InMemoryStore):
         async def failing_apply(project_id: int, events: Sequence[TaskEvent]) -> Sequence[Task]:
             if any(e.task_id == store.fail_task for e in events):
                 raise Z4jError("simulated storage failure")
+            if store.transient_failures:
+                store.transient_failures -= 1
+                raise Transient("simulated deadlock")
             applied.update(e.task_id for e in events)
             return await apply_events(project_id, events)
 
@@ -205,6 +210,38 @@ async def test_two_writers_on_postgresql_store_every_task_as_its_fold(
             assert stored == fold(e for e in events if e.task_id == task_id)
             assert stored is not None
             assert stored.state is TaskState.SUCCEEDED
+
+
+async def test_a_transaction_the_database_aborted_is_applied_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A deadlock costs a retry, not the batch: it is committed and acknowledged."""
+    store = GatedStore()
+    store.transient_failures = 2
+    writer = writer_for(store, linger=0)
+    results: list[tuple[str, bool]] = []
+    writer.start()
+    await writer.submit(batch(1, "retried", results))
+    await writer.stop()
+    assert results == [("retried", True)]
+    assert (1, "retried") in store.state.tasks
+    retries = [r.getMessage() for r in caplog.records if "applying 1 events" in r.getMessage()]
+    assert len(retries) == 2
+    assert "simulated deadlock" in retries[0]
+    assert "attempt 2 of 3" in retries[0]
+
+
+async def test_a_batch_aborted_every_time_is_not_acknowledged() -> None:
+    """After the last attempt the batch is reported failed (its agent resends it)."""
+    store = GatedStore()
+    store.transient_failures = 3
+    writer = writer_for(store, linger=0)
+    results: list[tuple[str, bool]] = []
+    writer.start()
+    await writer.submit(batch(1, "doomed", results))
+    await writer.stop()
+    assert results == [("doomed", False)]
+    assert not store.state.tasks
 
 
 async def test_a_full_queue_makes_submit_wait_without_dropping() -> None:
