@@ -12,8 +12,8 @@ only for what is durable.
 **Writers.** On PostgreSQL two writer tasks take turns (:data:`WRITERS`),
 each on a connection of its own: while one writes a batch and commits, the
 other inserts its events and folds them, so the database's work and the
-brain's overlap (at 1,000-event batches, about 20,500 events/s against
-17,000 with one writer, ``benchmarks/ingest_db.py --writers``). Batches may
+brain's overlap (at 1,000-event batches, about 22,000 events/s against
+16,700 with one writer, ``benchmarks/ingest_db.py --writers``). Batches may
 then commit out of order, which changes nothing stored: the fold does not
 depend on order, and a task's rows are locked while a batch changes it, so
 the later batch reads what the earlier one wrote. Should the database still
