@@ -49,6 +49,7 @@ from z4j_domain.beat import (
 from z4j_domain.commands import Command, CommandKind
 from z4j_domain.encoding import utc_isoformat
 from z4j_domain.errors import Conflict, InvalidInput, NotFound, PreviewUnavailable
+from z4j_domain.ports import UnitOfWork
 from z4j_domain.rbac import Permission
 from z4j_domain.schedules import (
     Schedule,
@@ -245,10 +246,14 @@ def _check_writable(info: SchedulerInfo) -> SchedulerInfo:
     return info
 
 
-async def _only_scheduler(project_id: int) -> SchedulerInfo:
-    """The project's one scheduler, for a create that names none."""
-    async with current_runtime().uow() as uow:
-        infos = await uow.schedules.schedulers(project_id)
+async def _create_target(uow: UnitOfWork, project_id: int, named: str | None) -> SchedulerInfo:
+    """The scheduler a create names, or the project's one scheduler when it names none."""
+    if named is not None:
+        found = await uow.schedules.scheduler(project_id, named)
+        if found is None:
+            raise NotFound(f"no scheduler {named!r} in the project")
+        return found
+    infos = await uow.schedules.schedulers(project_id)
     if not infos:
         raise NotFound(
             "no beat has reported a scheduler in this project yet: run celery beat"
@@ -333,17 +338,8 @@ async def create_schedule(project: str) -> tuple[dict[str, Any], int, dict[str, 
     body = await json_object({"scheduler": str, "entry": dict}, required=frozenset({"entry"}))
     entry = _entry(body["entry"])
     project_id = current_access().project.id
-    named = body.get("scheduler")
-    if named is None:
-        info = await _only_scheduler(project_id)
-    else:
-        async with current_runtime().uow() as uow:
-            found = await uow.schedules.scheduler(project_id, named)
-        if found is None:
-            raise NotFound(f"no scheduler {named!r} in the project")
-        info = found
-    _check_writable(info)
     async with current_runtime().uow() as uow:
+        info = _check_writable(await _create_target(uow, project_id, body.get("scheduler")))
         existing = await uow.schedules.get(project_id, info.name, entry.name)
     if existing is not None:
         raise Conflict(f"scheduler {info.name!r} already has an entry named {entry.name!r}")
