@@ -34,7 +34,7 @@ from z4j_domain.queries import TaskQuery
 from z4j_domain.tasks import EventKind, Task, TaskEvent, fold
 from z4j_infra.database import Database
 from z4j_infra.migrations import migrate
-from z4j_web.ingest import WRITERS
+from z4j_web.ingest import writers_for
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 NAMES = [
@@ -208,7 +208,7 @@ async def run_backend(url: str, events: list[TaskEvent], args: argparse.Namespac
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
             profiler.enable()
-        writers = args.writers or WRITERS.get(db.dialect, 1)
+        writers = args.writers or writers_for(db.dialect)
         seconds = await ingest(db, project.id, stream, writers)
         if profiler is not None:
             profiler.disable()

@@ -32,7 +32,7 @@ from z4j_web import (
 )
 from z4j_web.commands import Dispatcher
 from z4j_web.errors import register_error_handlers
-from z4j_web.ingest import DEFAULT_CAPACITY, WRITERS, IngestWriter
+from z4j_web.ingest import DEFAULT_CAPACITY, IngestWriter, writers_for
 from z4j_web.live import LiveUpdates
 from z4j_web.metrics import Metrics
 from z4j_web.reconciler import Reconciler
@@ -112,7 +112,7 @@ def create_app(
             runtime.owns_database = True
         runtime.shutting_down.clear()
         dialect = runtime.database.dialect if runtime.database is not None else None
-        runtime.ingest.start(writers=WRITERS.get(dialect or "", 1))
+        runtime.ingest.start(writers=writers_for(dialect))
         runtime.reconciler.start()
         runtime.commands.start()
 

@@ -9,7 +9,7 @@ share with one ``uow.tasks.apply_events`` and one commit, and only then tells
 each batch's connection that it is committed, so the agent is acknowledged
 only for what is durable.
 
-**Writers.** On PostgreSQL two writer tasks take turns (:data:`WRITERS`),
+**Writers.** On PostgreSQL two writer tasks take turns (:func:`writers_for`),
 each on a connection of its own: while one writes a batch and commits, the
 other inserts its events and folds them, so the database's work and the
 brain's overlap (at 1,000-event batches, about 22,000 events/s against
@@ -40,7 +40,7 @@ from z4j_domain.tasks import Task, TaskEvent
 from z4j_web.live import LiveUpdates
 from z4j_web.metrics import Metrics
 
-__all__ = ["IngestBatch", "IngestClosed", "IngestWriter"]
+__all__ = ["IngestBatch", "IngestClosed", "IngestWriter", "writers_for"]
 
 _log = logging.getLogger("z4j.ingest")
 
@@ -50,8 +50,12 @@ DEFAULT_CAPACITY: Final = 64
 DRAIN_TIMEOUT: Final = 30.0
 #: Attempts at a flush whose transaction the database aborted (a deadlock between writers).
 TRANSIENT_ATTEMPTS: Final = 3
-#: Writer tasks per database dialect (others: one).
-WRITERS: Final = {"postgresql": 2, "sqlite": 1}
+
+
+def writers_for(dialect: str | None) -> int:
+    """Writer tasks for a database of ``dialect``: two on PostgreSQL, else one (SQLite
+    allows one writer at a time; the in-memory fake's units of work do not run side by side)."""
+    return 2 if dialect == "postgresql" else 1
 
 
 class IngestClosed(Exception):

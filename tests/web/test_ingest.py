@@ -112,17 +112,24 @@ async def test_done_is_called_only_after_the_commit() -> None:
     assert (1, "held") in store.state.tasks
 
 
-async def test_one_writer_commits_in_turn() -> None:
-    """With one writer task, a batch waits behind the commit that is held back."""
+async def held_then_free(writers: int) -> tuple[GatedStore, IngestWriter, list[tuple[str, bool]]]:
+    """A writer with ``writers`` tasks, given a batch whose commit is held back, then another."""
     store = GatedStore()
     store.held_task = "held"
     store.gate.clear()
     writer = writer_for(store, linger=0, max_events=1)
     results: list[tuple[str, bool]] = []
-    writer.start()
+    writer.start(writers=writers)
+    assert writer.writers == writers
     await writer.submit(batch(1, "held", results))
     await asyncio.sleep(0.05)
     await writer.submit(batch(1, "free", results))
+    return store, writer, results
+
+
+async def test_one_writer_commits_in_turn() -> None:
+    """With one writer task, a batch waits behind the commit that is held back."""
+    store, writer, results = await held_then_free(writers=1)
     await asyncio.sleep(0.05)
     assert results == []
     store.gate.set()
@@ -132,16 +139,7 @@ async def test_one_writer_commits_in_turn() -> None:
 
 async def test_two_writers_commit_while_the_other_is_held_back() -> None:
     """With two writer tasks, one commits a batch while the other's commit waits."""
-    store = GatedStore()
-    store.held_task = "held"
-    store.gate.clear()
-    writer = writer_for(store, linger=0, max_events=1)
-    results: list[tuple[str, bool]] = []
-    writer.start(writers=2)
-    assert writer.writers == 2
-    await writer.submit(batch(1, "held", results))
-    await asyncio.sleep(0.05)
-    await writer.submit(batch(1, "free", results))
+    store, writer, results = await held_then_free(writers=2)
     for _ in range(100):
         if results:
             break
@@ -166,8 +164,13 @@ async def test_two_writers_drain_everything_once_at_stop() -> None:
     # (What is stored is checked on PostgreSQL below: the in-memory fake's
     # units of work are not meant to run side by side.)
     assert sorted(results) == sorted((name, True) for name in names)
+
+
+async def test_a_writer_needs_at_least_one_task() -> None:
+    writer = writer_for(GatedStore())
     with pytest.raises(ValueError, match="at least one"):
         writer.start(writers=0)
+    assert writer.writers == 0
 
 
 @pytest.mark.postgres
@@ -212,18 +215,23 @@ async def test_two_writers_on_postgresql_store_every_task_as_its_fold(
             assert stored.state is TaskState.SUCCEEDED
 
 
+async def commit_one(store: GatedStore, task_id: str) -> list[tuple[str, bool]]:
+    """Hand one batch of ``task_id`` to a one-task writer over ``store``; its outcome."""
+    writer = writer_for(store, linger=0)
+    results: list[tuple[str, bool]] = []
+    writer.start()
+    await writer.submit(batch(1, task_id, results))
+    await writer.stop()
+    return results
+
+
 async def test_a_transaction_the_database_aborted_is_applied_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A deadlock costs a retry, not the batch: it is committed and acknowledged."""
     store = GatedStore()
     store.transient_failures = 2
-    writer = writer_for(store, linger=0)
-    results: list[tuple[str, bool]] = []
-    writer.start()
-    await writer.submit(batch(1, "retried", results))
-    await writer.stop()
-    assert results == [("retried", True)]
+    assert await commit_one(store, "retried") == [("retried", True)]
     assert (1, "retried") in store.state.tasks
     retries = [r.getMessage() for r in caplog.records if "applying 1 events" in r.getMessage()]
     assert len(retries) == 2
@@ -235,12 +243,7 @@ async def test_a_batch_aborted_every_time_is_not_acknowledged() -> None:
     """After the last attempt the batch is reported failed (its agent resends it)."""
     store = GatedStore()
     store.transient_failures = 3
-    writer = writer_for(store, linger=0)
-    results: list[tuple[str, bool]] = []
-    writer.start()
-    await writer.submit(batch(1, "doomed", results))
-    await writer.stop()
-    assert results == [("doomed", False)]
+    assert await commit_one(store, "doomed") == [("doomed", False)]
     assert not store.state.tasks
 
 

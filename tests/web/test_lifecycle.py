@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from z4j_infra.settings import Settings
 from z4j_web.app import create_app
 from z4j_web.runtime import EXTENSION_KEY, Runtime, uow_factory_of
 
-from .support import bearer, seed
+from .support import Backend, bearer, runtime_of, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -110,3 +111,11 @@ async def test_api_answers_503_when_the_database_goes_away(tmp_path: Path, sqlit
             await broken.dispose()
     assert response.status_code == 503
     assert (await response.get_json())["error"]["code"] == "storage_unavailable"
+
+
+async def test_the_ingest_runs_two_writers_on_postgresql_and_one_otherwise(
+    test_app: Any, backend: Backend
+) -> None:
+    """While serving, the ingest has as many writer tasks as its database allows."""
+    expected = {"memory": 1, "sqlite": 1, "postgres": 2}[backend.name]
+    assert runtime_of(test_app).ingest.writers == expected
