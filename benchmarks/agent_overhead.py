@@ -29,6 +29,7 @@ import tempfile
 import textwrap
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -81,8 +82,35 @@ def _enqueue(workdir: Path, count: int) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=workdir, check=True)
 
 
-def _drain(workdir: Path, count: int, env: dict[str, str], timeout: float) -> tuple[float, str]:
-    """Run a worker until ``count`` results exist; return (seconds between results, output)."""
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _worker_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by a worker's main process and by its pool children."""
+    try:
+        return _cpu_seconds(pid), sum(_cpu_seconds(child) for child in _children(pid))
+    except (OSError, IndexError):  # a child came or went meanwhile
+        return _cpu_seconds(pid), 0.0
+
+
+@dataclass
+class Drain:
+    """One worker run: the drain time, its output, and the CPU its processes used meanwhile."""
+
+    seconds: float
+    output: str
+    main_cpu: float
+    pool_cpu: float
+
+
+def _drain(workdir: Path, count: int, env: dict[str, str], timeout: float) -> Drain:
+    """Run a worker until ``count`` results exist.
+
+    The CPU figures cover the polls from the first result to the last: the
+    worker's start-up and shutdown are left out, as they are of the time.
+    """
     backend = redis.Redis.from_url(f"{REDIS}/{BACKEND_DB}")
     log = workdir / f"worker-{secrets.token_hex(3)}.log"
     with log.open("w") as out:
@@ -92,11 +120,15 @@ def _drain(workdir: Path, count: int, env: dict[str, str], timeout: float) -> tu
             cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
+        first: tuple[float, float] | None = None
         try:
-            while backend.dbsize() < count:
+            while (done := backend.dbsize()) < count:
                 if worker.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"worker stopped or timed out; see {log}")
-                time.sleep(0.2)
+                if first is None and done:
+                    first = _worker_cpu(worker.pid)
+                time.sleep(0.05)
+            last = _worker_cpu(worker.pid)
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
@@ -105,7 +137,13 @@ def _drain(workdir: Path, count: int, env: dict[str, str], timeout: float) -> tu
     for start in range(0, len(keys), 1000):
         for raw in backend.mget(keys[start : start + 1000]):
             stamps.append(datetime.fromisoformat(json.loads(raw)["date_done"]))
-    return (max(stamps) - min(stamps)).total_seconds(), log.read_text()
+    first = first or last
+    return Drain(
+        seconds=(max(stamps) - min(stamps)).total_seconds(),
+        output=log.read_text(),
+        main_cpu=last[0] - first[0],
+        pool_cpu=last[1] - first[1],
+    )
 
 
 def main() -> None:
@@ -158,30 +196,39 @@ def main() -> None:
                 agent_env["Z4J_BRAIN_URL"] = f"http://127.0.0.1:{_free_port()}"
             plain_env = {**os.environ, "Z4J_BENCH_AGENT": "0"}
             print(f"{args.tasks:,} no-op tasks, prefork -c 2, Redis broker and backend")
-            print(f"{'pair':>4} {'without agent':>15} {'with agent':>12} {'ratio':>7}")
+            print(
+                f"{'pair':>4} {'without agent':>15} {'with agent':>12} {'ratio':>7}"
+                "   CPU us/task (main process, pool; without -> with agent); brain"
+            )
             ratios = []
             for pair in range(1, args.pairs + 1):
-                rates = {}
+                drains: dict[str, Drain] = {}
                 runs = (("without", plain_env), ("with", agent_env))
                 for label, env in runs if pair % 2 else runs[::-1]:
                     broker.flushdb()
                     backend.flushdb()
                     _enqueue(workdir, args.tasks)
                     brain_cpu = _cpu_seconds(brain.pid)
-                    seconds, output = _drain(workdir, args.tasks, env, timeout=600)
+                    drain = drains[label] = _drain(workdir, args.tasks, env, timeout=600)
                     brain_cpu = _cpu_seconds(brain.pid) - brain_cpu
-                    started = "z4j worker bootstrap: agent runtime started" in output
+                    started = "z4j worker bootstrap: agent runtime started" in drain.output
                     if started != (label == "with"):
                         raise SystemExit(f"agent bootstrap line presence wrong for run {label!r}")
-                    rates[label] = args.tasks / seconds
                     if label == "with":
                         # On one machine the brain's ingest competes with the worker for CPU.
-                        brain_share = brain_cpu / seconds
+                        brain_share = brain_cpu / drain.seconds
+                rates = {label: args.tasks / drain.seconds for label, drain in drains.items()}
                 ratio = rates["with"] / rates["without"]
                 ratios.append(ratio)
+                per_task = {
+                    label: (1e6 * drain.main_cpu / args.tasks, 1e6 * drain.pool_cpu / args.tasks)
+                    for label, drain in drains.items()
+                }
                 print(
                     f"{pair:>4} {rates['without']:>11,.0f}/s {rates['with']:>8,.0f}/s "
-                    f"{ratio:>6.1%}   (brain used {brain_share:.0%} of a core meanwhile)",
+                    f"{ratio:>6.1%}   main {per_task['without'][0]:,.0f} -> "
+                    f"{per_task['with'][0]:,.0f}, pool {per_task['without'][1]:,.0f} -> "
+                    f"{per_task['with'][1]:,.0f}; brain {brain_share:.0%} of a core",
                     flush=True,
                 )
             print(f"median ratio: {statistics.median(ratios):.1%}")

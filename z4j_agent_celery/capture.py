@@ -4,8 +4,7 @@ The signal handlers run on the task's own thread (or the worker's consumer
 loop), so they do as little as they can: read a handful of attributes and hand
 a :data:`RawEvent` tuple, holding references to the task's own objects, to
 ``emit``. Everything that costs (JSON-safety, size limits, redaction, the event id, the
-:class:`~z4j_domain.tasks.TaskEvent`) happens later, off the task's thread, in
-:func:`materialize`.
+event's dict) happens later, off the task's thread, in :func:`materialize`.
 
 **Attempts.** A task's ``attempt`` is ``2 * retries``, plus one when the
 broker *redelivered* the message (``delivery_info["redelivered"]``: set by
@@ -26,18 +25,20 @@ message headers, which become the worker's ``Request.request_dict`` and, in
 the process that runs the task, attributes of ``task.request``.
 
 **Redaction.** :func:`materialize` cuts payloads to size first (JSON-safe
-values, :mod:`~z4j_agent_celery.payload`), then runs
-:func:`~z4j_domain.redaction.redact_event` with the policy it is given, so
-the event's ``redacted`` / ``truncated`` / ``arguments_*`` flags say what
-either step did. A task declared with ``@app.task(z4j_fully_redacted=True)``
-(Celery keeps unknown task options as class attributes) is redacted whole:
-its arguments' values and its result are replaced. :func:`redact_event_dict`
-is the same redaction over an event dict that is already built (the main
-process's second pass, see :mod:`~z4j_agent_celery.runtime`).
+values, :mod:`~z4j_agent_celery.payload`), then redacts them with the policy
+it is given (:func:`redact_event_dict`: the rules of
+:func:`~z4j_domain.redaction.redact_event`, on the event's dict), so the
+event's ``redacted`` / ``truncated`` / ``arguments_*`` flags say what either
+step did. A task declared with ``@app.task(z4j_fully_redacted=True)`` (Celery
+keeps unknown task options as class attributes) is redacted whole: its
+arguments' values and its result are replaced. The main process's second
+pass (see :mod:`~z4j_agent_celery.runtime`) is :func:`redact_event_dict`
+again.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -45,14 +46,13 @@ from time import perf_counter, time
 from typing import Any, Final
 
 from z4j_agent_celery.payload import TRUNCATED, TRUNCATED_KEY, Cut, bounded_text, limit_payload
+from z4j_domain.encoding import storable_json, storable_text, utc_isoformat
 from z4j_domain.redaction import (
     DEFAULT_POLICY,
     RedactionPolicy,
-    redact_event,
     redact_task_payload,
 )
-from z4j_domain.serialization import event_to_dict
-from z4j_domain.tasks import MAX_ID_LENGTH, PAYLOAD_FLAGS, RETRY_OF_HEADER, TaskEvent
+from z4j_domain.tasks import MAX_ID_LENGTH, PAYLOAD_FLAGS, RETRY_OF_HEADER, EventKind
 
 __all__ = [
     "FULLY_REDACTED_OPTION",
@@ -74,6 +74,9 @@ MAX_TRACEBACK_CHARS: Final = 16_000
 
 #: The fields of a raw event that redaction walks.
 _PAYLOAD: Final = ("args", "kwargs", "result", "exception", "traceback")
+#: Text fields of an event, and its optional ids (besides ``chord_id`` and ``retry_of``).
+_TEXT_FIELDS: Final = ("name", "queue", "routing_key", "worker")
+_ID_FIELDS: Final = ("root_id", "parent_id", "group_id")
 #: The task option (``@app.task(z4j_fully_redacted=True)``) that redacts a task whole.
 FULLY_REDACTED_OPTION: Final = "z4j_fully_redacted"
 
@@ -159,21 +162,55 @@ def _exception_text(exception: Any) -> tuple[str | None, bool]:
     return bounded_text(text, MAX_EXCEPTION_CHARS), len(text) > MAX_EXCEPTION_CHARS
 
 
+def _text(value: Any) -> str | None:
+    """An optional text field as a ``TaskEvent`` holds it (``None`` when empty)."""
+    text = _str_or_none(value)
+    return storable_text(text) if text else None
+
+
+def _event_id(value: Any) -> str | None:
+    """An optional id as a :class:`~z4j_domain.tasks.TaskEvent` holds it; too long raises."""
+    text = _text(value)
+    if text is not None and len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"an id may be at most {MAX_ID_LENGTH} characters, got {len(text)}")
+    return text
+
+
 def materialize(
     raw: RawEvent, *, max_payload_bytes: int, policy: RedactionPolicy = DEFAULT_POLICY
 ) -> dict[str, Any]:
-    """The event dict (``event_to_dict`` of a :class:`TaskEvent`) for a raw event.
+    """The event dict of a raw event: what ``event_to_dict`` gives for its ``TaskEvent``.
 
     Payloads are cut to size, then redacted under ``policy``; the raw event's
     ``fully_redacted`` field (the task's option in code) redacts them whole.
+    Built directly, with the event's own normalizing rules, rather than
+    through a :class:`~z4j_domain.tasks.TaskEvent` and back: this runs for every event in the
+    worker, and the brain builds (and validates) the domain event anyway.
+    Raises when no valid event can be built (an id longer than
+    :data:`~z4j_domain.tasks.MAX_ID_LENGTH`, an unknown kind).
     """
     kind, task_id, timestamp, fields = raw
-    values: dict[str, Any] = {}
-    for name in ("name", "queue", "routing_key", "worker", "root_id", "parent_id", "group_id"):
-        value = fields.get(name)
-        if value is not None:
-            values[name] = _str_or_none(value)
     retries = _retries(fields.get("retries"))
+    event_id = _event_id(task_id)
+    if event_id is None:
+        raise ValueError("an event needs a task id")
+    event: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "task_id": event_id,
+        "kind": EventKind(kind).value,
+        "timestamp": utc_isoformat(datetime.fromtimestamp(timestamp, UTC)),
+        "attempt": attempt_of(retries, fields.get("redelivered") is True),
+        "clock": 0,
+        "retries": retries,
+    }
+    for name in _TEXT_FIELDS:
+        text = _text(fields.get(name))
+        if text is not None:
+            event[name] = text
+    for name in _ID_FIELDS:
+        text = _event_id(fields.get(name))
+        if text is not None:
+            event[name] = text
     arguments_cut = Cut()
     if "args" in fields:
         args = fields["args"]
@@ -182,56 +219,56 @@ def materialize(
             max_payload_bytes,
             cut=arguments_cut,
         )
-        values["args"] = args if isinstance(args, list) else [args]
+        event["args"] = storable_json(args if isinstance(args, list) else [args])
     if "kwargs" in fields:
         kwargs = limit_payload(fields["kwargs"] or {}, max_payload_bytes, cut=arguments_cut)
         if not isinstance(kwargs, dict):
             kwargs = {TRUNCATED_KEY: kwargs} if str(kwargs).startswith(TRUNCATED) else {}
-        values["kwargs"] = kwargs
+        event["kwargs"] = storable_json(kwargs)
     truncated = arguments_cut.cut
     if "result" in fields:
         result_cut = Cut()
-        values["result"] = limit_payload(fields["result"], max_payload_bytes, cut=result_cut)
+        result = storable_json(limit_payload(fields["result"], max_payload_bytes, cut=result_cut))
+        if result is not None:
+            event["result"] = result
         truncated = truncated or result_cut.cut
     if "exception" in fields:
-        values["exception"], exception_cut = _exception_text(fields["exception"])
+        exception, exception_cut = _exception_text(fields["exception"])
+        if exception:
+            event["exception"] = storable_text(exception)
         truncated = truncated or exception_cut
     traceback = fields.get("traceback")
     if isinstance(traceback, str) and traceback:
         bounded = bounded_text(traceback, MAX_TRACEBACK_CHARS, keep_tail=True)
-        values["traceback"] = bounded
+        event["traceback"] = storable_text(bounded)
         truncated = truncated or bounded is not traceback
     runtime = fields.get("runtime")
-    if isinstance(runtime, float) and runtime >= 0:
-        values["runtime"] = runtime
-    chord_id = chord_id_of(fields.get("chord"))
-    if chord_id is not None:
-        values["chord_id"] = chord_id
-    retry_of = _retry_of(fields.get("retry_of"))
-    if retry_of is not None:
-        values["retry_of"] = retry_of
-    eta = _when(fields.get("eta"))
-    if eta is not None:
-        values["eta"] = eta
-    expires = _when(fields.get("expires"))
-    if expires is not None:
-        values["expires"] = expires
-    event = TaskEvent(
-        id=str(uuid.uuid4()),
-        task_id=task_id,
-        kind=kind,
-        timestamp=datetime.fromtimestamp(timestamp, UTC),
-        attempt=attempt_of(retries, fields.get("redelivered") is True),
-        retries=retries,
-        truncated=truncated,
-        arguments_truncated=arguments_cut.cut,
-        **values,
-    )
+    if isinstance(runtime, float) and 0 <= runtime < math.inf:
+        event["runtime"] = runtime
+    for name, value in (
+        ("chord_id", chord_id_of(fields.get("chord"))),
+        ("retry_of", _retry_of(fields.get("retry_of"))),
+    ):
+        text = _event_id(value)
+        if text is not None:
+            event[name] = text
+    for name in ("eta", "expires"):
+        when = _when(fields.get(name))
+        if when is not None:
+            event[name] = utc_isoformat(when.astimezone(UTC))
+    if truncated:
+        event["truncated"] = True
+    if arguments_cut.cut:
+        event["arguments_truncated"] = True
     fully_redacted = fields.get("fully_redacted") is True
-    if fully_redacted or any(values.get(name) is not None for name in _PAYLOAD):
-        # (An event without payload has nothing to redact: spare the walk.)
-        event = redact_event(event, policy, fully_redacted=fully_redacted)
-    return event_to_dict(event)
+    if (
+        fully_redacted
+        or any(event.get(name) for name in _PAYLOAD)
+        or event.get("name") in policy.fully_redacted_tasks
+    ):
+        # (Empty arguments and no result hold nothing to redact: spare the walk.)
+        event = redact_event_dict(event, policy, fully_redacted=fully_redacted)
+    return event
 
 
 def redact_event_dict(

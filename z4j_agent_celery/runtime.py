@@ -4,13 +4,22 @@ One :class:`AgentRuntime` lives in the worker's main process. Events raised
 there (``received``, ``revoked``, ``rejected``, and every event under the
 ``threads`` and ``solo`` pools) go onto an in-memory deque. A prefork pool
 child cannot use that deque, so each child runs a small forwarder thread that
-turns its raw events into event dicts and sends them, many per datagram, over
-a Unix datagram socket pair the main process created before the pool forked:
-one socket for all children, no lock shared between processes (a child killed
-mid-send cannot wedge the others), and nothing but a deque append on the
-task's thread. A collector thread in the main process drains both into the
+builds its events and sends them, many per datagram, over a Unix datagram
+socket pair the main process created before the pool forked: one socket for
+all children, no lock shared between processes (a child killed mid-send
+cannot wedge the others), and nothing but a deque append on the task's
+thread. A collector thread in the main process drains both into the
 :class:`~z4j_domain.protocol.OutboundBuffer`, and the :class:`Transport`
 thread sends it to the brain.
+
+**Encoded once.** The worker's main process runs Celery's consumer: every
+microsecond the agent spends there is taken from the worker's throughput.
+So each event is encoded to its canonical JSON exactly once, where it is
+built (a child's events in the child, one per line of a datagram), and
+from then on it is bytes: the main process splits datagrams into the
+buffer, the transport joins a batch's events into a frame and signs it
+once, and nothing is decoded or encoded again on the way (bytes are also
+invisible to the garbage collector, however many wait for an ack).
 
 **Redaction.** No event enters the buffer (the only way out of the worker)
 without the project's current redaction policy, as far as the agent knows
@@ -21,10 +30,11 @@ the *default* policy (plus a task's ``z4j_fully_redacted`` option, which
 they see on the task object): cheap, and it covers the defaults before an
 event even crosses the socket pair. The main process redacts its own events
 with the current policy as it builds them and, only when the project has
-settings of its own, passes the children's event dicts through the current
-policy once more (:func:`~z4j_agent_celery.capture.redact_event_dict`; a
-second pass is idempotent and keeps the flags the first one set), so the
-default path costs the main process nothing extra. The policy changes under
+settings of its own, passes the children's events through the current
+policy once more (decoded, :func:`~z4j_agent_celery.capture.redact_event_dict`,
+encoded again if that changed anything; a second pass is idempotent and
+keeps the flags the first one set), so the default path costs the main
+process nothing extra. The policy changes under
 the buffer's lock: the collector re-checks it there before adding (a batch
 built under the previous policy gets the new one too), and a change redacts
 the events still waiting in the buffer with the new policy. Events already
@@ -34,9 +44,9 @@ sent are not recalled; the brain redacts again on ingest anyway.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-import pickle
 import select
 import socket
 import threading
@@ -51,6 +61,7 @@ from z4j_agent_celery.capture import Capture, RawEvent, materialize, redact_even
 from z4j_agent_celery.config import AgentConfig
 from z4j_agent_celery.payload import TRUNCATED
 from z4j_agent_celery.transport import Transport, TransportSettings
+from z4j_domain.encoding import canonical_json
 from z4j_domain.frames import PROTOCOL_VERSION
 from z4j_domain.protocol import OutboundBuffer
 from z4j_domain.redaction import DEFAULT_POLICY, RedactionPolicy, RedactionSettings
@@ -170,11 +181,12 @@ class AgentRuntime:
             self._start_forwarder()
         self._child_queue.append(raw)
 
-    def _materialize(
-        self, raw: RawEvent, policy: RedactionPolicy = DEFAULT_POLICY
-    ) -> dict[str, Any] | None:
+    def _materialize(self, raw: RawEvent, policy: RedactionPolicy = DEFAULT_POLICY) -> bytes | None:
+        """The event, redacted under ``policy``, as the canonical JSON the buffer holds."""
         try:
-            return materialize(raw, max_payload_bytes=self.config.max_payload_bytes, policy=policy)
+            return canonical_json(
+                materialize(raw, max_payload_bytes=self.config.max_payload_bytes, policy=policy)
+            )
         except Exception:
             self.lost += 1
             logger.debug("z4j agent could not build an event from %r", raw[:3], exc_info=True)
@@ -198,7 +210,7 @@ class AgentRuntime:
     def _forward_once(self) -> int:
         """Send what the child has queued; returns how many events went out."""
         queue = self._child_queue
-        events: list[dict[str, Any]] = []
+        events: list[bytes] = []
         while queue and len(events) < COLLECT_CHUNK:
             event = self._materialize(queue.popleft())
             if event is not None:
@@ -207,16 +219,16 @@ class AgentRuntime:
             self._send_datagrams(events)
         return len(events)
 
-    def _send_datagrams(self, events: list[dict[str, Any]]) -> None:
-        data = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
+    def _send_datagrams(self, events: list[bytes]) -> None:
+        # One event per line: compact JSON never holds a raw newline.
+        data = b"\n".join(events)
         if len(data) > MAX_DATAGRAM:
             if len(events) > 1:
                 middle = len(events) // 2
                 self._send_datagrams(events[:middle])
                 self._send_datagrams(events[middle:])
                 return
-            events = [_shrunk(events[0])]
-            data = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
+            data = canonical_json(_shrunk(json.loads(data)))
             if len(data) > MAX_DATAGRAM:
                 self.lost += 1
                 return
@@ -236,7 +248,7 @@ class AgentRuntime:
 
     def _collect_once(self, wait: float) -> int:
         policy = self.policy
-        events: list[dict[str, Any]] = []
+        events: list[bytes] = []
         local = self._local
         while local and len(events) < COLLECT_CHUNK:
             event = self._materialize(local.popleft(), policy)
@@ -245,7 +257,7 @@ class AgentRuntime:
         if not events and wait > 0:
             with contextlib.suppress(OSError, ValueError):
                 select.select([self._main_end], [], [], wait)
-        forwarded: list[dict[str, Any]] = []
+        forwarded: list[bytes] = []
         while len(events) + len(forwarded) < COLLECT_CHUNK:
             try:
                 data = self._main_end.recv(MAX_DATAGRAM + 1024)
@@ -253,10 +265,7 @@ class AgentRuntime:
                 break
             except OSError:
                 break
-            try:
-                forwarded.extend(pickle.loads(data))  # noqa: S301 - our own forked children
-            except Exception:
-                self.lost += 1
+            forwarded.extend(data.split(b"\n"))
         if forwarded:
             # The children redacted with the default policy only.
             events.extend(
@@ -269,16 +278,16 @@ class AgentRuntime:
                 self.buffer.add_many(events)
         return len(events)
 
-    def _redact_all(
-        self, events: list[dict[str, Any]], policy: RedactionPolicy
-    ) -> list[dict[str, Any]]:
+    def _redact_all(self, events: list[bytes], policy: RedactionPolicy) -> list[bytes]:
         out = []
         for event in events:
             try:
-                out.append(redact_event_dict(event, policy))
+                data = json.loads(event)
+                redacted = redact_event_dict(data, policy)
+                out.append(event if redacted is data else canonical_json(redacted))
             except Exception:  # never let an unredacted event through
                 self.lost += 1
-                logger.debug("z4j agent could not redact event %s", event.get("id"), exc_info=True)
+                logger.debug("z4j agent could not redact event %r", event[:80], exc_info=True)
         return out
 
     # -- redaction settings from the brain ----------------------------------------------
@@ -317,7 +326,7 @@ class AgentRuntime:
 
     def _redact_pending(self, policy: RedactionPolicy) -> None:
         """Redact the events not yet sent with ``policy`` (under ``lock``), keeping their order."""
-        events: list[Any] = []
+        events: list[bytes] = []
         while (batch := self.buffer.take()) is not None:
             events.extend(batch.events)
             self.buffer.ack([batch.number])

@@ -82,6 +82,7 @@ from z4j_domain.frames import (
     ReplayGuard,
     decode_frame,
     encode_frame,
+    encode_frame_body,
 )
 from z4j_domain.protocol import HELLO_SESSION, OutboundBuffer
 
@@ -613,7 +614,18 @@ class Transport:
                 batch = self.buffer.take()
             if batch is None:
                 return sent
-            self._send(ws, FrameType.EVENTS, nonce, batch.body())
+            # The events are encoded already: the frame is built around their bytes.
+            ws.send(
+                encode_frame_body(
+                    type=FrameType.EVENTS,
+                    session=nonce,
+                    seq=self._seq,
+                    ts=datetime.now(UTC),
+                    body=batch.encoded_body(),
+                    secret=self._secret,
+                )
+            )
+            self._seq += 1
             sent += 1
 
     def _finish(self, ws: ClientConnection, nonce: str, guard: ReplayGuard) -> None:

@@ -7,6 +7,14 @@ A frame on the wire is one JSON object::
 
 ``sig`` is HMAC-SHA256, keyed by the agent's secret, over the canonical
 encoding (:func:`~z4j_domain.encoding.canonical_json`) of every other field.
+A frame is sent as exactly those signed bytes with ``,"sig":"<hex>"`` put
+before the closing brace, so a receiver authenticates the bytes as they came,
+before parsing anything (:func:`decode_frame`), and a sender that already
+holds its body encoded (an agent's event batch, see
+:meth:`~z4j_domain.protocol.Batch.encoded_body`) signs and sends it without
+encoding it again (:func:`encode_frame_body`). A frame laid out any other
+way (keys in another order, other spacing) is still accepted when the
+canonical encoding of its fields matches the signature.
 ``session`` is the nonce the brain hands out in its ``welcome`` frame, so a
 frame captured on one connection is worthless on another; ``seq`` grows by at
 least one per frame and direction within a session, so a frame replayed on the
@@ -45,6 +53,7 @@ __all__ = [
     "ReplayGuard",
     "decode_frame",
     "encode_frame",
+    "encode_frame_body",
     "sign",
     "verify",
 ]
@@ -138,14 +147,52 @@ def sign(frame: Frame, secret: bytes) -> str:
     return hmac.new(secret, canonical_json(frame.signed_fields()), hashlib.sha256).hexdigest()
 
 
+def _signed(signed: bytes, secret: bytes) -> bytes:
+    """``signed`` (a canonical JSON object) with its signature put before the closing brace."""
+    signature = hmac.new(secret, signed, hashlib.sha256).hexdigest()
+    return b"".join((signed[:-1], b',"sig":"', signature.encode("ascii"), b'"}'))
+
+
 def encode_frame(frame: Frame, secret: bytes) -> str:
     """The frame as signed JSON text, ready to send."""
-    fields = frame.signed_fields()
-    fields["sig"] = sign(frame, secret)
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    return _signed(canonical_json(frame.signed_fields()), secret).decode("utf-8")
+
+
+def encode_frame_body(
+    *, type: FrameType, session: str, seq: int, ts: datetime, body: bytes, secret: bytes
+) -> bytes:
+    """A signed frame around a body that is already canonical JSON (``canonical_json`` bytes).
+
+    The same bytes :func:`encode_frame` gives for that body, without decoding
+    or encoding it again: what an agent uses for its event batches.
+    """
+    # Canonical key order: "body" < "seq" < "session" < "ts" < "type" < "v".
+    rest = canonical_json(
+        {
+            "seq": seq,
+            "session": session,
+            "ts": utc_isoformat(aware_utc(ts)),
+            "type": FrameType(type).value,
+            "v": PROTOCOL_VERSION,
+        }
+    )
+    return _signed(b"".join((b'{"body":', body, b",", rest[1:])), secret)
 
 
 _FIELDS: Final = frozenset({"v", "type", "session", "seq", "ts", "body", "sig"})
+#: ``,"sig":"`` + 64 hex digits + ``"}``: how a frame laid out by :func:`_signed` ends.
+_SIG_TAIL: Final = len(b',"sig":"') + 64 + len(b'"}')
+
+
+def _signed_as_sent(data: bytes, secret: bytes) -> bool:
+    """Whether ``data`` is signed bytes with their signature appended (the fast check)."""
+    if len(data) <= _SIG_TAIL or not data.endswith(b'"}'):
+        return False
+    tail = data[-_SIG_TAIL:]
+    if not tail.startswith(b',"sig":"'):
+        return False
+    expected = hmac.new(secret, data[:-_SIG_TAIL] + b"}", hashlib.sha256).hexdigest()
+    return hmac.compare_digest(tail[8:-2], expected.encode("ascii"))
 
 
 def decode_frame(text: str | bytes, secret: bytes) -> Frame:
@@ -158,7 +205,13 @@ def decode_frame(text: str | bytes, secret: bytes) -> Frame:
     if len(text) > MAX_FRAME_BYTES:
         raise FrameRejected(Rejection.TOO_LARGE, f"{len(text)} bytes > {MAX_FRAME_BYTES}")
     try:
-        data = json.loads(text)
+        raw = text.encode("utf-8") if isinstance(text, str) else text
+    except UnicodeEncodeError:  # lone surrogates: no agent sent that
+        raw = b""
+    # The bytes as sent, authenticated before parsing; else the canonical check below.
+    authenticated = _signed_as_sent(raw, secret)
+    try:
+        data = json.loads(raw or text)
     except (ValueError, UnicodeDecodeError) as error:
         raise FrameRejected(Rejection.MALFORMED, f"not JSON: {error}") from None
     if not isinstance(data, dict):
@@ -175,12 +228,15 @@ def decode_frame(text: str | bytes, secret: bytes) -> Frame:
             f"{sorted(SUPPORTED_VERSIONS)}",
         )
     signature = data.pop("sig")
-    # Authenticate the fields exactly as received, before building anything from them.
-    expected = hmac.new(secret, canonical_json(data), hashlib.sha256).hexdigest()
-    if not isinstance(signature, str) or not hmac.compare_digest(
-        signature.encode("utf-8", "replace"), expected.encode("ascii")
-    ):
-        raise FrameRejected(Rejection.BAD_SIGNATURE, "signature does not match the agent's secret")
+    if not authenticated:
+        # Authenticate the fields exactly as received, before building anything from them.
+        expected = hmac.new(secret, canonical_json(data), hashlib.sha256).hexdigest()
+        if not isinstance(signature, str) or not hmac.compare_digest(
+            signature.encode("utf-8", "replace"), expected.encode("ascii")
+        ):
+            raise FrameRejected(
+                Rejection.BAD_SIGNATURE, "signature does not match the agent's secret"
+            )
     try:
         if type(data["seq"]) is not int:
             raise TypeError("seq must be an integer")

@@ -20,12 +20,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
 import attrs
-
-from z4j_domain.encoding import canonical_json
 
 __all__ = [
     "HELLO_SESSION",
@@ -52,34 +50,46 @@ def derive_agent_secret(instance_secret: str, salt: str) -> str:
 
 @attrs.frozen(kw_only=True)
 class Batch:
-    """A numbered batch of events (each a JSON object) as the agent sends it."""
+    """A numbered batch of events as the agent sends it, each event its canonical JSON bytes."""
 
     number: int
-    events: tuple[Mapping[str, Any], ...]
+    events: tuple[bytes, ...]
     size: int = attrs.field(default=0)
 
-    def body(self) -> dict[str, Any]:
-        """The ``events`` frame body."""
-        return {"batch": self.number, "events": list(self.events)}
+    def encoded_body(self) -> bytes:
+        """The ``events`` frame body, ``{"batch": n, "events": [...]}``, as canonical JSON.
+
+        Built around the events' own bytes: nothing is encoded again (see
+        :func:`~z4j_domain.frames.encode_frame_body`).
+        """
+        return b"".join(
+            (b'{"batch":', str(self.number).encode("ascii"), b',"events":[',
+             b",".join(self.events), b"]}")
+        )  # fmt: skip
 
 
 @attrs.define
 class OutboundBuffer:
     """Events waiting to be sent or acknowledged, bounded in count, oldest dropped first.
 
-    ``add`` queues an event; ``take`` cuts the next batch (at most ``max_batch``
-    events and about ``max_bytes`` of JSON) and keeps it in flight until
-    ``ack`` removes it. ``requeue_in_flight`` (after a reconnect) puts every
-    unacknowledged batch back in front, in order. When the buffer is full the
-    oldest *unsent* events are dropped first, then the oldest in-flight batch;
-    ``dropped`` counts every event lost that way. Nothing here blocks.
+    An event is held as its canonical JSON (:func:`~z4j_domain.encoding.canonical_json`
+    of its dict form), encoded once where it was built: its size is its
+    length, a batch's frame body is the events' bytes joined
+    (:meth:`Batch.encoded_body`), and a buffer of bytes costs the garbage
+    collector nothing. ``add`` queues an event; ``take`` cuts the next batch
+    (at most ``max_batch`` events and about ``max_bytes`` of JSON) and keeps
+    it in flight until ``ack`` removes it. ``requeue_in_flight`` (after a
+    reconnect) puts every unacknowledged batch back in front, in order. When
+    the buffer is full the oldest *unsent* events are dropped first, then the
+    oldest in-flight batch; ``dropped`` counts every event lost that way.
+    Nothing here blocks.
     """
 
     capacity: int = 100_000
     max_batch: int = 1_000
     max_bytes: int = 1_000_000
     dropped: int = 0
-    _pending: list[Mapping[str, Any]] = attrs.Factory(list)
+    _pending: list[bytes] = attrs.Factory(list)
     _in_flight: OrderedDict[int, Batch] = attrs.Factory(OrderedDict)
     _next_number: int = 1
 
@@ -96,13 +106,13 @@ class OutboundBuffer:
         """Batches sent and not yet acknowledged."""
         return len(self._in_flight)
 
-    def add(self, event: Mapping[str, Any]) -> None:
-        """Queue one event, dropping the oldest if the buffer is full."""
+    def add(self, event: bytes) -> None:
+        """Queue one encoded event, dropping the oldest if the buffer is full."""
         self._pending.append(event)
         self._shed()
 
-    def add_many(self, events: Sequence[Mapping[str, Any]]) -> None:
-        """Queue several events at once."""
+    def add_many(self, events: Sequence[bytes]) -> None:
+        """Queue several encoded events at once."""
         self._pending.extend(events)
         self._shed()
 
@@ -125,7 +135,7 @@ class OutboundBuffer:
             return None
         count, size = 0, 0
         for event in self._pending[: self.max_batch]:
-            event_size = len(canonical_json(event))
+            event_size = len(event)
             if count and size + event_size > self.max_bytes:
                 break
             count += 1

@@ -696,3 +696,77 @@ def test_the_second_pass_is_redact_event_on_the_dict(
     once = redact_event_dict(as_dict, policy, fully_redacted=whole)
     assert once == expected
     assert redact_event_dict(once, policy, fully_redacted=whole) == once
+
+
+# -- the event dict is the domain's own ------------------------------------------------
+
+_texts = st.one_of(st.none(), st.just(""), st.text(max_size=12), st.integers(), st.just("a\x00b"))
+_ids = st.one_of(st.none(), st.just(""), st.text(min_size=1, max_size=8), st.just("i" * 255))
+_payloads = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(max_size=10),
+        st.just("password=hunter2"),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.tuples(inner),
+        st.dictionaries(st.sampled_from(["a", "token", "n\x00"]), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+_whens = st.one_of(
+    st.none(),
+    st.just("2026-03-01T12:00:00Z"),
+    st.just("not a date"),
+    st.datetimes(max_value=datetime(2100, 1, 1)),
+    st.datetimes(max_value=datetime(2100, 1, 1), timezones=st.timezones()),
+)
+raw_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": _texts,
+        "queue": _texts,
+        "routing_key": _texts,
+        "worker": _texts,
+        "root_id": _ids,
+        "parent_id": _ids,
+        "group_id": _ids,
+        "retry_of": _ids,
+        "retries": st.one_of(st.none(), st.integers(-2, 5)),
+        "redelivered": st.booleans(),
+        "fully_redacted": st.booleans(),
+        "args": _payloads,
+        "kwargs": st.one_of(st.none(), st.dictionaries(st.text(max_size=6), _payloads, max_size=3)),
+        "result": _payloads,
+        "exception": st.one_of(
+            st.none(), st.just(""), st.text(max_size=20), st.just(KeyError("k"))
+        ),
+        "traceback": st.one_of(st.none(), st.just(""), st.text(max_size=30)),
+        "runtime": st.one_of(st.none(), st.floats(), st.integers(0, 5)),
+        "chord": st.one_of(
+            st.none(), st.fixed_dictionaries({"options": st.fixed_dictionaries({"task_id": _ids})})
+        ),
+        "eta": _whens,
+        "expires": _whens,
+    },
+)
+
+
+@given(
+    kind=st.sampled_from(["sent", "received", "started", "succeeded", "failed", "retried"]),
+    task_id=st.text(min_size=1, max_size=40),
+    fields=raw_fields,
+    limit=st.sampled_from([64, 16_384]),
+)
+def test_materialize_gives_the_domain_events_own_dict(
+    kind: str, task_id: str, fields: dict[str, Any], limit: int
+) -> None:
+    """Built directly, the dict is what the domain event makes of it, redacted already."""
+    event = materialize((kind, task_id, time.time(), fields), max_payload_bytes=limit)
+    domain = event_from_dict(event)
+    assert event_to_dict(domain) == event
+    assert event_to_dict(redact_event(domain, DEFAULT_POLICY)) == event

@@ -7,6 +7,7 @@ objects: an in-memory broker and result backend, ``celery.worker.state``.
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import threading
@@ -196,9 +197,10 @@ def test_events_waiting_in_the_buffer_get_the_new_policy(
     with runtime.lock:
         batch = runtime.buffer.take()
     assert batch is not None
-    assert [e["task_id"] for e in batch.events] == [f"t{n}" for n in range(30)]
-    assert all(e["kwargs"]["pin"] == REDACTED for e in batch.events)
-    assert all(e["arguments_redacted"] for e in batch.events)
+    events = [json.loads(e) for e in batch.events]
+    assert [e["task_id"] for e in events] == [f"t{n}" for n in range(30)]
+    assert all(e["kwargs"]["pin"] == REDACTED for e in events)
+    assert all(e["arguments_redacted"] for e in events)
 
 
 # -- heartbeats ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tests.strategies import BASE_TIME, json_values
+from z4j_domain.encoding import canonical_json
 from z4j_domain.frames import (
     MAX_FRAME_BYTES,
     Frame,
@@ -20,8 +21,11 @@ from z4j_domain.frames import (
     ReplayGuard,
     decode_frame,
     encode_frame,
+    encode_frame_body,
+    sign,
     verify,
 )
+from z4j_domain.protocol import Batch
 from z4j_domain.testing import FakeClock
 
 SECRET = b"agent-secret-0123456789"
@@ -44,6 +48,65 @@ def _guard(frame: Frame) -> ReplayGuard:
 def test_a_signed_frame_verifies_to_itself(frame: Frame) -> None:
     """encode -> verify gives back the same frame."""
     assert verify(encode_frame(frame, SECRET), SECRET, _guard(frame), BASE_TIME) == frame
+
+
+@given(frame=frames)
+def test_a_frame_is_sent_as_its_signed_canonical_bytes(frame: Frame) -> None:
+    """The wire text is the canonical encoding with the signature put before the last brace."""
+    text = encode_frame(frame, SECRET).encode("utf-8")
+    signed = canonical_json(frame.signed_fields())
+    assert text.startswith(signed[:-1] + b',"sig":"')
+    assert json.loads(text) == {**json.loads(signed), "sig": sign(frame, SECRET)}
+
+
+@given(frame=frames)
+def test_a_body_encoded_beforehand_gives_the_same_frame(frame: Frame) -> None:
+    """``encode_frame_body`` around ``canonical_json(body)`` is ``encode_frame``, byte for byte."""
+    encoded = encode_frame_body(
+        type=frame.type,
+        session=frame.session,
+        seq=frame.seq,
+        ts=frame.ts,
+        body=canonical_json(frame.body),
+        secret=SECRET,
+    )
+    assert encoded == encode_frame(frame, SECRET).encode("utf-8")
+    assert verify(encoded, SECRET, _guard(frame), BASE_TIME) == frame
+
+
+@given(
+    number=st.integers(0, 2**40),
+    events=st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), max_size=5),
+)
+def test_a_batch_body_is_the_canonical_encoding_of_its_events(
+    number: int, events: list[dict[str, Any]]
+) -> None:
+    """Joining the events' own bytes gives what encoding the body whole gives."""
+    batch = Batch(number=number, events=tuple(canonical_json(e) for e in events))
+    assert batch.encoded_body() == canonical_json({"batch": number, "events": events})
+
+
+@given(frame=frames, indent=st.sampled_from([None, 1]), sort=st.booleans())
+def test_a_frame_laid_out_otherwise_still_verifies(
+    frame: Frame, indent: int | None, sort: bool
+) -> None:
+    """Key order and spacing are not signed: the canonical check accepts any layout."""
+    wire = json.loads(encode_frame(frame, SECRET))
+    text = json.dumps(dict(reversed(wire.items())), indent=indent, sort_keys=sort)
+    assert decode_frame(text, SECRET) == frame
+
+
+@given(frame=frames, data=st.data())
+def test_a_signature_moved_onto_other_bytes_is_rejected(frame: Frame, data: st.DataObject) -> None:
+    """The fast check on the bytes as sent authenticates those bytes, nothing else."""
+    text = encode_frame(frame, SECRET)
+    other = data.draw(frames)
+    assume(other != frame)
+    signature = json.loads(text)["sig"]
+    forged = encode_frame(other, b"another secret")[:-66] + signature + '"}'
+    with pytest.raises(FrameRejected) as caught:
+        decode_frame(forged, SECRET)
+    assert caught.value.reason is Rejection.BAD_SIGNATURE
 
 
 @given(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,15 +37,15 @@ def test_every_event_is_delivered_in_order_or_counted_as_dropped(
     delivered: list[int] = []
     for op, n in ops:
         if op == "add":
-            buffer.add_many([{"n": added + i} for i in range(n)])
+            buffer.add_many([canonical_json({"n": added + i}) for i in range(n)])
             added += n
         elif op == "take":
             batch = buffer.take()
             if batch is not None:
                 assert 1 <= len(batch.events) <= max_batch
                 if len(batch.events) > 1:
-                    assert sum(len(canonical_json(e)) for e in batch.events) <= max_bytes
-                sent[batch.number] = [e["n"] for e in batch.events]
+                    assert sum(len(e) for e in batch.events) <= max_bytes
+                sent[batch.number] = [json.loads(e)["n"] for e in batch.events]
         elif op == "ack_oldest" and sent:
             number = min(sent)
             released = buffer.ack([number])
@@ -63,7 +65,7 @@ def test_every_event_is_delivered_in_order_or_counted_as_dropped(
 def test_acknowledging_an_unknown_batch_changes_nothing() -> None:
     """A stale or duplicated ack is harmless."""
     buffer = OutboundBuffer()
-    buffer.add({"n": 1})
+    buffer.add(b'{"n":1}')
     batch = buffer.take()
     assert batch is not None
     assert buffer.ack([batch.number + 7]) == 0
