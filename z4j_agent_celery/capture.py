@@ -72,8 +72,6 @@ RawEvent = tuple[str, str, float, dict[str, Any]]
 MAX_EXCEPTION_CHARS: Final = 2_000
 MAX_TRACEBACK_CHARS: Final = 16_000
 
-#: The fields of a raw event that redaction walks.
-_PAYLOAD: Final = ("args", "kwargs", "result", "exception", "traceback")
 #: Text fields of an event, and its optional ids (besides ``chord_id`` and ``retry_of``).
 _TEXT_FIELDS: Final = ("name", "queue", "routing_key", "worker")
 _ID_FIELDS: Final = ("root_id", "parent_id", "group_id")
@@ -260,15 +258,7 @@ def materialize(
         event["truncated"] = True
     if arguments_cut.cut:
         event["arguments_truncated"] = True
-    fully_redacted = fields.get("fully_redacted") is True
-    if (
-        fully_redacted
-        or any(event.get(name) for name in _PAYLOAD)
-        or event.get("name") in policy.fully_redacted_tasks
-    ):
-        # (Empty arguments and no result hold nothing to redact: spare the walk.)
-        event = redact_event_dict(event, policy, fully_redacted=fully_redacted)
-    return event
+    return redact_event_dict(event, policy, fully_redacted=fields.get("fully_redacted") is True)
 
 
 def redact_event_dict(

@@ -730,7 +730,21 @@ def redact_task_payload(
 
     ``whole`` applies that rule whatever the name (a task marked in code).
     """
-    if whole or (name is not None and name in policy.fully_redacted_tasks):
+    fully = whole or (name is not None and name in policy.fully_redacted_tasks)
+    if not (fully or args or kwargs or result or exception or traceback):
+        # Empty or absent values hold nothing to redact or cut: most events, spared the walk.
+        return RedactedPayload(
+            args=args,
+            kwargs=kwargs,
+            result=result,
+            exception=exception,
+            traceback=traceback,
+            arguments_redacted=False,
+            arguments_truncated=False,
+            redacted=False,
+            truncated=False,
+        )
+    if fully:
         args_r, kwargs_r = _redact_all(policy, args, kwargs)
         result_r = _redact_whole(result)
     else:

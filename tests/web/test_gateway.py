@@ -240,7 +240,7 @@ REJECTIONS = [
     ("too_large", _too_large, 4413, "too_large"),
     (
         "unsupported_version",
-        lambda a: a.events(1, []).replace('{"v":1,', '{"v":2,', 1),
+        lambda a: json.dumps({**json.loads(a.events(1, [])), "v": 2}),
         4426,
         "unsupported_version",
     ),
