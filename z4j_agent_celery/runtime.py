@@ -265,7 +265,12 @@ class AgentRuntime:
                 break
             except OSError:
                 break
-            forwarded.extend(data.split(b"\n"))
+            for line in data.split(b"\n"):
+                # Our own children's canonical JSON; anything else would spoil a whole frame.
+                if line[:1] == b"{" and line[-1:] == b"}":
+                    forwarded.append(line)
+                else:
+                    self.lost += 1
         if forwarded:
             # The children redacted with the default policy only.
             events.extend(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import time
@@ -13,6 +14,7 @@ import pytest
 
 from z4j_agent_celery.capture import RawEvent
 from z4j_agent_celery.config import AgentConfig
+from z4j_agent_celery.payload import TRUNCATED
 from z4j_agent_celery.runtime import AgentRuntime
 
 from .fake_brain import FAST, SECRET, TOKEN, FakeBrain
@@ -207,3 +209,48 @@ def test_events_of_a_forked_pool_child_reach_the_main_process(
     assert brain.wait_for(lambda: len(brain.events) == 60)
     assert len(brain.hellos) == 1  # one connection, whatever the number of children
     assert {e["result"]["n"] for e in brain.events} == set(range(30))
+
+
+def test_only_whole_events_cross_the_socket_pair() -> None:
+    """A child's datagram holds one event per line; a line that is not one is counted lost.
+
+    An event's bytes go into a frame as they are, so one broken line would
+    spoil the whole batch: the collector keeps only whole JSON objects.
+    """
+    runtime = make_runtime("http://127.0.0.1:9")
+    try:
+        runtime._child_pid = os.getpid()  # act as a forked child: no forwarder thread
+        runtime._child_queue.extend(raw(f"t{n}", args=[n]) for n in range(3))
+        assert runtime._forward_once() == 3
+        runtime._child_end.send(b'{"id":"x"}\n\nnot json\n{"truncated')
+        assert runtime._collect_once(0) == 4
+        assert runtime.lost == 3
+        with runtime.lock:
+            batch = runtime.buffer.take()
+        assert batch is not None
+        events = [json.loads(event) for event in batch.events]
+        assert [e.get("task_id") for e in events] == ["t0", "t1", "t2", None]
+        assert [e["args"] for e in events[:3]] == [[0], [1], [2]]
+    finally:
+        runtime.stop("test over", timeout=0)
+
+
+def test_an_event_too_large_for_a_datagram_is_sent_shrunk() -> None:
+    """Its payloads are replaced by markers rather than the event being lost."""
+    runtime = make_runtime("http://127.0.0.1:9", max_payload_bytes=200_000)
+    try:
+        runtime._child_pid = os.getpid()
+        runtime._child_queue.append(raw("big", args=["x" * 40_000, "y" * 40_000]))
+        assert runtime._forward_once() == 1
+        assert runtime._collect_once(0) == 1
+        with runtime.lock:
+            batch = runtime.buffer.take()
+        assert batch is not None
+        (event,) = [json.loads(e) for e in batch.events]
+        assert event["task_id"] == "big"
+        assert event["truncated"]
+        assert event["arguments_truncated"]
+        assert event["args"][0].startswith(TRUNCATED)
+        assert runtime.lost == 0
+    finally:
+        runtime.stop("test over", timeout=0)
