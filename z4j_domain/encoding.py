@@ -30,20 +30,24 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not canonically encodable")
 
 
+#: One encoder for every call: ``json.dumps`` with options builds a new one each time,
+#: a quarter of the cost of encoding an event. Encoding keeps no state: thread-safe.
+_CANONICAL: Final = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=True,
+    default=_default,
+)
+
+
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` as compact, key-sorted UTF-8 JSON; datetimes become UTC ISO strings.
 
     Two values encode to the same bytes exactly when they are the same JSON
     document, so the encoding doubles as a total order for arbitrary JSON values.
     """
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=True,
-        default=_default,
-    ).encode("utf-8")
+    return _CANONICAL.encode(value).encode("utf-8")
 
 
 #: Nesting deeper than this is cut off (replaced by a marker string) when stored.
