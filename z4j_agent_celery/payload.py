@@ -154,8 +154,13 @@ def json_safe(
     return _safe_repr(value, string_limit, cut)
 
 
+#: One encoder for every size check (``json.dumps`` with options builds one per call).
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _encoded_size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    text = _COMPACT.encode(value)
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def limit_payload(value: Any, max_bytes: int, *, cut: Cut | None = None) -> Any:
@@ -166,6 +171,8 @@ def limit_payload(value: Any, max_bytes: int, *, cut: Cut | None = None) -> Any:
     Any cut sets ``cut.cut`` when a ``cut`` is given.
     """
     safe = json_safe(value, string_limit=max(64, max_bytes // 4), cut=cut)
+    if not safe and max_bytes >= 2 and type(safe) in (list, dict):
+        return safe  # "[]" or "{}": most tasks' args or kwargs, no need to measure
     size = _encoded_size(safe)
     if size <= max_bytes:
         return safe
