@@ -52,7 +52,14 @@ from z4j_domain.redaction import (
     RedactionPolicy,
     redact_task_payload,
 )
-from z4j_domain.tasks import MAX_ID_LENGTH, PAYLOAD_FLAGS, RETRY_OF_HEADER, EventKind
+from z4j_domain.tasks import (
+    MAX_ID_LENGTH,
+    PAYLOAD_FLAGS,
+    RETRY_OF_HEADER,
+    EventKind,
+    optional_id,
+    optional_text,
+)
 
 __all__ = [
     "FULLY_REDACTED_OPTION",
@@ -162,16 +169,12 @@ def _exception_text(exception: Any) -> tuple[str | None, bool]:
 
 def _text(value: Any) -> str | None:
     """An optional text field as a ``TaskEvent`` holds it (``None`` when empty)."""
-    text = _str_or_none(value)
-    return storable_text(text) if text else None
+    return optional_text(_str_or_none(value))
 
 
 def _event_id(value: Any) -> str | None:
-    """An optional id as a :class:`~z4j_domain.tasks.TaskEvent` holds it; too long raises."""
-    text = _text(value)
-    if text is not None and len(text) > MAX_ID_LENGTH:
-        raise ValueError(f"an id may be at most {MAX_ID_LENGTH} characters, got {len(text)}")
-    return text
+    """An optional id as a ``TaskEvent`` holds it; too long an id raises."""
+    return optional_id(_str_or_none(value))
 
 
 def materialize(

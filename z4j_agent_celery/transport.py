@@ -308,10 +308,26 @@ class Transport:
         return _Rejected()
 
     def _send(
-        self, ws: ClientConnection, kind: FrameType, session: str, body: Mapping[str, Any]
+        self, ws: ClientConnection, kind: FrameType, session: str, body: Mapping[str, Any] | bytes
     ) -> None:
-        frame = Frame(type=kind, session=session, seq=self._seq, ts=datetime.now(UTC), body=body)
-        ws.send(encode_frame(frame, self._secret))
+        """Send the next frame of the session; ``body`` as a mapping, or as canonical JSON
+        bytes already (an event batch's: the frame is put together around them)."""
+        if isinstance(body, bytes):
+            ws.send(
+                encode_frame_body(
+                    type=kind,
+                    session=session,
+                    seq=self._seq,
+                    ts=datetime.now(UTC),
+                    body=body,
+                    secret=self._secret,
+                )
+            )
+        else:
+            frame = Frame(
+                type=kind, session=session, seq=self._seq, ts=datetime.now(UTC), body=body
+            )
+            ws.send(encode_frame(frame, self._secret))
         self._seq += 1
 
     def _handshake(self, ws: ClientConnection) -> tuple[str, ReplayGuard]:
@@ -614,18 +630,7 @@ class Transport:
                 batch = self.buffer.take()
             if batch is None:
                 return sent
-            # The events are encoded already: the frame is built around their bytes.
-            ws.send(
-                encode_frame_body(
-                    type=FrameType.EVENTS,
-                    session=nonce,
-                    seq=self._seq,
-                    ts=datetime.now(UTC),
-                    body=batch.encoded_body(),
-                    secret=self._secret,
-                )
-            )
-            self._seq += 1
+            self._send(ws, FrameType.EVENTS, nonce, batch.encoded_body())
             sent += 1
 
     def _finish(self, ws: ClientConnection, nonce: str, guard: ReplayGuard) -> None:

@@ -147,24 +147,35 @@ def sign(frame: Frame, secret: bytes) -> str:
     return hmac.new(secret, canonical_json(frame.signed_fields()), hashlib.sha256).hexdigest()
 
 
-def _signed(signed: bytes, secret: bytes) -> bytes:
-    """``signed`` (a canonical JSON object) with its signature put before the closing brace."""
-    signature = hmac.new(secret, signed, hashlib.sha256).hexdigest()
-    return b"".join((signed[:-1], b',"sig":"', signature.encode("ascii"), b'"}'))
-
-
 def encode_frame(frame: Frame, secret: bytes) -> str:
     """The frame as signed JSON text, ready to send."""
-    return _signed(canonical_json(frame.signed_fields()), secret).decode("utf-8")
+    return encode_frame_body(
+        type=frame.type,
+        session=frame.session,
+        seq=frame.seq,
+        ts=frame.ts,
+        body=canonical_json(frame.body),
+        secret=secret,
+        v=frame.v,
+    ).decode("utf-8")
 
 
 def encode_frame_body(
-    *, type: FrameType, session: str, seq: int, ts: datetime, body: bytes, secret: bytes
+    *,
+    type: FrameType,
+    session: str,
+    seq: int,
+    ts: datetime,
+    body: bytes,
+    secret: bytes,
+    v: int = PROTOCOL_VERSION,
 ) -> bytes:
     """A signed frame around a body that is already canonical JSON (``canonical_json`` bytes).
 
-    The same bytes :func:`encode_frame` gives for that body, without decoding
-    or encoding it again: what an agent uses for its event batches.
+    The canonical encoding of the frame's fields is put together around the
+    body's bytes, so a body encoded beforehand (an agent's event batch) is
+    neither decoded nor encoded again; the signature goes before the closing
+    brace.
     """
     # Canonical key order: "body" < "seq" < "session" < "ts" < "type" < "v".
     rest = canonical_json(
@@ -173,14 +184,16 @@ def encode_frame_body(
             "session": session,
             "ts": utc_isoformat(aware_utc(ts)),
             "type": FrameType(type).value,
-            "v": PROTOCOL_VERSION,
+            "v": v,
         }
     )
-    return _signed(b"".join((b'{"body":', body, b",", rest[1:])), secret)
+    signed = b"".join((b'{"body":', body, b",", rest[1:]))
+    signature = hmac.new(secret, signed, hashlib.sha256).hexdigest()
+    return b"".join((signed[:-1], b',"sig":"', signature.encode("ascii"), b'"}'))
 
 
 _FIELDS: Final = frozenset({"v", "type", "session", "seq", "ts", "body", "sig"})
-#: ``,"sig":"`` + 64 hex digits + ``"}``: how a frame laid out by :func:`_signed` ends.
+#: ``,"sig":"`` + 64 hex digits + ``"}``: how a frame laid out by :func:`encode_frame_body` ends.
 _SIG_TAIL: Final = len(b',"sig":"') + 64 + len(b'"}')
 
 

@@ -52,6 +52,8 @@ __all__ = [
     "apply",
     "fold",
     "merge",
+    "optional_id",
+    "optional_text",
     "restore_task",
 ]
 
@@ -159,7 +161,8 @@ class EventKey:
 MAX_ID_LENGTH: Final = 255
 
 
-def _optional_str(value: object) -> str | None:
+def optional_text(value: object) -> str | None:
+    """An optional text field as :class:`TaskEvent` holds it: ``None`` when empty, NULs replaced."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -167,15 +170,16 @@ def _optional_str(value: object) -> str | None:
     return storable_text(value)
 
 
-def _optional_id(value: object) -> str | None:
-    text = _optional_str(value)
+def optional_id(value: object) -> str | None:
+    """An optional id as :class:`TaskEvent` holds it; longer than :data:`MAX_ID_LENGTH` raises."""
+    text = optional_text(value)
     if text is not None and len(text) > MAX_ID_LENGTH:
         raise ValueError(f"an id may be at most {MAX_ID_LENGTH} characters, got {len(text)}")
     return text
 
 
 def _id(value: object) -> str:
-    text = _optional_id(value)
+    text = optional_id(value)
     if text is None:
         raise ValueError("an id must be a non-empty string")
     return text
@@ -220,25 +224,25 @@ class TaskEvent:
     timestamp: datetime = attrs.field(converter=aware_utc)
     attempt: int = attrs.field(default=0, validator=non_negative)
     clock: int = attrs.field(default=0, validator=non_negative)
-    name: str | None = attrs.field(default=None, converter=_optional_str)
-    queue: str | None = attrs.field(default=None, converter=_optional_str)
-    routing_key: str | None = attrs.field(default=None, converter=_optional_str)
-    worker: str | None = attrs.field(default=None, converter=_optional_str)
+    name: str | None = attrs.field(default=None, converter=optional_text)
+    queue: str | None = attrs.field(default=None, converter=optional_text)
+    routing_key: str | None = attrs.field(default=None, converter=optional_text)
+    worker: str | None = attrs.field(default=None, converter=optional_text)
     args: list[JSONValue] | None = attrs.field(default=None, converter=_optional_args)
     kwargs: dict[str, JSONValue] | None = attrs.field(default=None, converter=_optional_kwargs)
     result: JSONValue = attrs.field(default=None, converter=storable_json)
-    exception: str | None = attrs.field(default=None, converter=_optional_str)
-    traceback: str | None = attrs.field(default=None, converter=_optional_str)
+    exception: str | None = attrs.field(default=None, converter=optional_text)
+    traceback: str | None = attrs.field(default=None, converter=optional_text)
     runtime: float | None = attrs.field(default=None, validator=[non_negative, _finite])
     retries: int | None = attrs.field(default=None, validator=non_negative)
     eta: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
     expires: datetime | None = attrs.field(default=None, converter=optional_aware_utc)
-    root_id: str | None = attrs.field(default=None, converter=_optional_id)
-    parent_id: str | None = attrs.field(default=None, converter=_optional_id)
-    group_id: str | None = attrs.field(default=None, converter=_optional_id)
-    chord_id: str | None = attrs.field(default=None, converter=_optional_id)
+    root_id: str | None = attrs.field(default=None, converter=optional_id)
+    parent_id: str | None = attrs.field(default=None, converter=optional_id)
+    group_id: str | None = attrs.field(default=None, converter=optional_id)
+    chord_id: str | None = attrs.field(default=None, converter=optional_id)
     #: The task this one was re-published from by z4j (:data:`RETRY_OF_HEADER`).
-    retry_of: str | None = attrs.field(default=None, converter=_optional_id)
+    retry_of: str | None = attrs.field(default=None, converter=optional_id)
     #: Something in this event's payload was replaced by a redaction marker.
     redacted: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Something in this event's payload was cut off by a size or depth limit.

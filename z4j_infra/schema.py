@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "task_finish_counts",
     "task_state_counts",
     "tasks",
+    "upsertable_insert",
     "users",
     "workers",
 ]
@@ -533,3 +534,9 @@ schedule_fires: Final = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Index("ix_schedule_fires_schedule", "project_id", "scheduler", "schedule", "fired_at", "id"),
 )
+
+
+def upsertable_insert(dialect: str, table: sa.Table) -> Any:
+    """An INSERT into ``table`` that supports ``ON CONFLICT`` on ``dialect``."""
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Collection, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -55,6 +56,7 @@ from z4j_infra.schema import (
     task_finish_counts,
     task_state_counts,
     tasks,
+    upsertable_insert,
 )
 
 if TYPE_CHECKING:
@@ -70,8 +72,20 @@ C = TypeVar("C")
 _MAX_ROUNDS: Final = 5
 #: Tasks folded between two chances for the event loop to talk to the database.
 _FOLD_SLICE: Final = 64
-#: The aggregates' "add to count" upserts, by (dialect, table): see ``SqlTaskRepository._adding``.
-_ADDING: dict[tuple[str, str], Any] = {}
+
+
+@functools.cache
+def _adding(dialect: str, table: sa.Table) -> Any:
+    """The upsert that adds a row's ``count`` to an aggregate's stored one, built once per dialect.
+
+    Building an ``ON CONFLICT`` statement costs more than running it (its
+    ``excluded`` alias above all), and every ingested batch runs two.
+    """
+    insert = upsertable_insert(dialect, table)
+    return insert.on_conflict_do_update(
+        index_elements=[column.name for column in table.primary_key.columns],
+        set_={"count": table.c.count + insert.excluded["count"]},
+    )
 
 
 async def _fold_by_task(events: Sequence[TaskEvent]) -> dict[str, Task]:
@@ -220,23 +234,7 @@ class SqlTaskRepository:
         )
         for table, rows in changes:
             if rows:
-                await self._uow.execute(self._adding(table), rows)
-
-    def _adding(self, table: sa.Table) -> Any:
-        """The upsert that adds a row's ``count`` to the stored one, built once per dialect.
-
-        Building an ``ON CONFLICT`` statement costs more than running it
-        (its ``excluded`` alias above all), and every ingested batch runs two.
-        """
-        key = (self._uow.dialect, table.name)
-        statement = _ADDING.get(key)
-        if statement is None:
-            insert = self._uow.insert(table)
-            statement = _ADDING[key] = insert.on_conflict_do_update(
-                index_elements=[column.name for column in table.primary_key.columns],
-                set_={"count": table.c.count + insert.excluded["count"]},
-            )
-        return statement
+                await self._uow.execute(_adding(self._uow.dialect, table), rows)
 
     async def get(self, project_id: int, task_id: str) -> Task | None:
         """The task, or ``None``."""

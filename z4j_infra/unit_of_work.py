@@ -8,7 +8,6 @@ from typing import Any, Self
 
 import anyio
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from z4j_infra.audit import SqlAuditLogRepository
@@ -26,6 +25,7 @@ from z4j_infra.repositories import (
     SqlWorkerRepository,
 )
 from z4j_infra.schedules import SqlScheduleRepository
+from z4j_infra.schema import upsertable_insert
 from z4j_infra.tasks import SqlTaskEventRepository, SqlTaskRepository
 
 __all__ = ["SqlUnitOfWork"]
@@ -70,8 +70,7 @@ class SqlUnitOfWork:
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``ON CONFLICT`` on this unit of work's dialect."""
-        module: Any = postgresql if self.dialect == "postgresql" else sqlite
-        return module.insert(table)
+        return upsertable_insert(self.dialect, table)
 
     async def execute(
         self,
